@@ -1,0 +1,165 @@
+"""Checks and clean-up of a registry home: `verify` collects problems, `prune` plans then acts."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .blobs import BlobStore
+from .errors import RegistryCorrupt
+from .records import Adapter, Dataset, Output, Run
+from .store import Registry
+
+STALE_TMP_S = 3600  # temp files younger than this may belong to a running import
+
+
+@dataclass(frozen=True)
+class Problem:
+    kind: str
+    where: str
+    detail: str
+
+
+def referenced_blobs(reg: Registry) -> set[str]:
+    refs = {a.blob for a in reg.all(Adapter) if a.blob}
+    for o in reg.all(Output):
+        refs.update(b for b in (o.blob, o.content_blob) if b)
+    return refs
+
+
+def verify(reg: Registry, *, rehash: bool = True) -> list[Problem]:
+    """Everything wrong with the registry, as a list (empty when healthy)."""
+    problems: list[Problem] = []
+    tables_ok = True
+    for table, cls in reg.record_types().items():
+        for path in reg.segments(table) or [reg.table_path(table)]:
+            try:
+                with reg.locked():
+                    reg._docs(path, table)
+            except RegistryCorrupt as exc:
+                tables_ok = False
+                problems.append(Problem("corrupt-table", str(path), exc.message))
+    if not tables_ok:
+        return problems
+    blobs = BlobStore(reg.home)
+    for digest, path in blobs.iter_blobs():
+        if rehash and not blobs.verify(digest):
+            problems.append(Problem("bad-blob", str(path), "content does not match its sha256 name"))
+    for a in reg.all(Adapter):
+        if a.blob and not blobs.has(a.blob):
+            problems.append(Problem("missing-blob", f"adapter {a.label}", f"blob {a.blob[:12]}… is missing"))
+    for o in reg.all(Output):
+        for b in (o.blob, o.content_blob):
+            if b and not blobs.has(b):
+                problems.append(Problem("missing-blob", f"output {o.id}", f"blob {b[:12]}… is missing"))
+    for d in reg.all(Dataset):
+        problems.extend(verify_dataset_files(reg.home, d))
+    return problems
+
+
+def verify_dataset_files(home: Path, d: Dataset) -> list[Problem]:
+    """Check a managed dataset folder against its manifest (file hashes, captions)."""
+    from .blobs import sha256_file
+
+    where = f"dataset {d.label}"
+    root = home / d.path
+    manifest_path = root / "manifest.json"
+    if not manifest_path.is_file():
+        return [Problem("missing-dataset", where, f"{manifest_path} is missing")]
+    try:
+        manifest = json.loads(manifest_path.read_text("utf-8"))
+    except (OSError, ValueError) as exc:
+        return [Problem("bad-manifest", where, f"{manifest_path}: {exc}")]
+    out = []
+    for item in manifest.get("images", []):
+        f = root / "images" / item["file"]
+        if not f.is_file():
+            out.append(Problem("missing-file", where, f"{f} is missing"))
+        elif sha256_file(f) != item["sha256"]:
+            out.append(Problem("changed-file", where, f"{f} was changed after import"))
+    if not (root / "captions.jsonl").is_file():
+        out.append(Problem("missing-file", where, f"{root / 'captions.jsonl'} is missing"))
+    return out
+
+
+@dataclass
+class PrunePlan:
+    """What prune would remove; `bytes` is the space freed."""
+
+    blobs: list[tuple[str, int]] = field(default_factory=list)
+    orphan_dirs: list[tuple[str, int]] = field(default_factory=list)
+    temp_files: list[tuple[str, int]] = field(default_factory=list)
+
+    @property
+    def bytes(self) -> int:
+        return sum(n for _, n in self.blobs + self.orphan_dirs + self.temp_files)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.blobs or self.orphan_dirs or self.temp_files)
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def plan_prune(reg: Registry, *, now: float | None = None) -> PrunePlan:
+    """Unreferenced blobs, folders no record points to, and stale temp files."""
+    now = time.time() if now is None else now
+    plan = PrunePlan()
+    with reg.locked():
+        refs = referenced_blobs(reg)
+        for digest, path in BlobStore(reg.home).iter_blobs():
+            if digest not in refs:
+                plan.blobs.append((digest, path.stat().st_size))
+        dataset_dirs = {str(reg.home / d.path) for d in reg.all(Dataset)}
+        droot = reg.home / "datasets"
+        if droot.is_dir():
+            for vdir in sorted(droot.glob("*/*")) + sorted(droot.glob("*/*/*")):
+                if vdir.is_dir() and vdir.name.isdigit() and str(vdir) not in dataset_dirs:
+                    plan.orphan_dirs.append((str(vdir), _size(vdir)))
+            for tmp in sorted(droot.glob(".tmp-*")):
+                if now - tmp.stat().st_mtime > STALE_TMP_S:
+                    plan.temp_files.append((str(tmp), _size(tmp)))
+        run_ids = {r.id for r in reg.all(Run)}
+        rroot = reg.home / "runs"
+        if rroot.is_dir():
+            for rdir in sorted(rroot.iterdir()):
+                if rdir.is_dir() and rdir.name not in run_ids and now - rdir.stat().st_mtime > STALE_TMP_S:
+                    plan.orphan_dirs.append((str(rdir), _size(rdir)))
+        btmp = reg.home / "blobs" / "tmp"
+        if btmp.is_dir():
+            for f in sorted(btmp.iterdir()):
+                if now - f.stat().st_mtime > STALE_TMP_S:
+                    plan.temp_files.append((str(f), _size(f)))
+    return plan
+
+
+def execute_prune(reg: Registry, plan: PrunePlan) -> int:
+    """Carry out a plan under the lock, re-checking each blob is still unreferenced."""
+    freed = 0
+    blobs = BlobStore(reg.home)
+    with reg.locked():
+        refs = referenced_blobs(reg)  # a record added since planning keeps its blob
+        for path, size in plan.orphan_dirs + plan.temp_files:
+            p = Path(path)
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            elif p.exists():
+                os.unlink(p)
+            freed += size
+        for digest, size in plan.blobs:
+            if digest in refs:
+                continue
+            p = blobs.path(digest)
+            if p.exists():
+                os.chmod(p, 0o644)
+                os.unlink(p)
+                freed += size
+    return freed

@@ -1,0 +1,167 @@
+"""Frozen record types, one per table. Every record has a ULID `id` and a `created_at`.
+
+Links between records are ids: an adapter names its run and dataset version, an output its base
+and the adapters (with weights) that made it, a score its subject and the outputs it measured.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from .ids import new_id, now_iso
+
+
+@dataclass(frozen=True)
+class Record:
+    TABLE: ClassVar[str] = ""
+    VERSIONED: ClassVar[bool] = False
+
+    id: str = field(default_factory=new_id, kw_only=True)
+    created_at: str = field(default_factory=now_iso, kw_only=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def label(self) -> str:
+        return self.id
+
+
+@dataclass(frozen=True)
+class _Versioned(Record):
+    VERSIONED: ClassVar[bool] = True
+
+    name: str = ""
+    version: int = 1
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+@dataclass(frozen=True)
+class Dataset(_Versioned):
+    """A managed, versioned copy of a dataset under `datasets/<ns>/<name>/<version>/`."""
+
+    TABLE: ClassVar[str] = "datasets"
+
+    path: str = ""  # relative to the home
+    content_hash: str = ""
+    n_images: int = 0
+    n_train: int = 0
+    n_val: int = 0
+    n_dropped: int = 0
+    source: str = ""
+    caption_from: str = ""
+    prefix: str = ""
+    trigger: str = ""
+    options: dict = field(default_factory=dict)
+    stats: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Adapter(_Versioned):
+    """A trained or imported adapter stored as a blob."""
+
+    TABLE: ClassVar[str] = "adapters"
+
+    method: str = "lora"  # lora | dreambooth | textual-inversion | imported | merged
+    blob: str = ""  # sha256 of the .safetensors file
+    base: dict = field(default_factory=dict)  # {"name": ..., "hash": ...}
+    run_id: str | None = None
+    dataset_id: str | None = None
+    rank: int | None = None
+    alpha: float | None = None
+    targets: list = field(default_factory=list)
+    trigger: str = ""
+    metadata: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Run(Record):
+    """A training run; its files live in `runs/<id>/`."""
+
+    TABLE: ClassVar[str] = "runs"
+
+    method: str = "lora"
+    dataset_id: str | None = None
+    base: dict = field(default_factory=dict)
+    status: str = "queued"  # queued | running | completed | failed | interrupted
+    pid: int | None = None
+    config: dict = field(default_factory=dict)
+    step: int = 0
+    total_steps: int = 0
+    loss: float | None = None
+    adapter_id: str | None = None
+    error: str = ""
+    started_at: str | None = None
+    finished_at: str | None = None
+
+
+@dataclass(frozen=True)
+class Output(Record):
+    """A generated image (stored as a blob) with everything needed to make it again."""
+
+    TABLE: ClassVar[str] = "outputs"
+
+    blob: str = ""
+    kind: str = "txt2img"  # txt2img | img2img | inpaint | validation | baseline
+    prompt: str = ""
+    negative: str = ""
+    seed: int | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    width: int | None = None
+    height: int | None = None
+    scheduler: str = ""
+    base: dict = field(default_factory=dict)
+    adapters: list = field(default_factory=list)  # [{"id", "name", "weight", "te_weight"}]
+    run_id: str | None = None
+    content_blob: str | None = None
+    params: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Score(Record):
+    """One metric value for a subject (adapter, mix, baseline) with its protocol."""
+
+    TABLE: ClassVar[str] = "scores"
+
+    metric: str = ""
+    value: float | None = None
+    subject: dict = field(default_factory=dict)  # {"kind": "adapter"|"mix"|"baseline", ...}
+    output_ids: list = field(default_factory=list)
+    protocol: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Job(Record):
+    """A queued unit of work for `styler worker`."""
+
+    TABLE: ClassVar[str] = "jobs"
+
+    kind: str = ""
+    payload: dict = field(default_factory=dict)
+    status: str = "queued"  # queued | running | done | failed | cancelled
+    worker: str | None = None
+    claimed_at: str | None = None
+    heartbeat_at: str | None = None
+    attempts: int = 0
+    error: str = ""
+    result: dict = field(default_factory=dict)
+
+
+RECORD_TYPES: dict[str, type[Record]] = {
+    cls.TABLE: cls for cls in (Dataset, Adapter, Run, Output, Score, Job)
+}
+TABLES = tuple(RECORD_TYPES)

@@ -1,0 +1,73 @@
+"""A TinyDB storage that never leaves a half-written file: temp file, fsync, os.replace."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from tinydb.storages import Storage
+
+from .errors import RegistryCorrupt
+
+
+def corrupt_message(path: Path, detail: str) -> str:
+    return (
+        f"registry file {path} is corrupt ({detail}); move it aside (e.g. to {path.name}.bad) "
+        f"and restore it from a backup, then run `styler registry verify`"
+    )
+
+
+def read_json(path: Path):
+    """Read a registry JSON file; None when it does not exist; RegistryCorrupt when unreadable."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    if not raw.strip():
+        return None
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise RegistryCorrupt(corrupt_message(path, f"not UTF-8 at byte {exc.start}")) from None
+    except json.JSONDecodeError as exc:
+        raise RegistryCorrupt(corrupt_message(path, f"{exc.msg} at line {exc.lineno} column {exc.colno}")) from None
+    if not isinstance(data, dict):
+        raise RegistryCorrupt(corrupt_message(path, "top level is not a JSON object"))
+    return data
+
+
+def write_json_atomic(path: Path, data) -> None:
+    """Write JSON to a temp file beside `path`, fsync it, and rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, ensure_ascii=False, separators=(",", ":"))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+class AtomicJSONStorage(Storage):
+    """TinyDB storage over one JSON file, written atomically. Not thread/process safe by itself:
+    callers hold the registry lock around every open/read/write/close."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def read(self):
+        return read_json(self.path)
+
+    def write(self, data) -> None:
+        write_json_atomic(self.path, data)
+
+    def close(self) -> None:
+        pass

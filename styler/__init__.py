@@ -1,0 +1,3 @@
+"""styler: train, organise, mix and evaluate Stable Diffusion style adapters."""
+
+__version__ = "0.1.0"

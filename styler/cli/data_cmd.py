@@ -1,0 +1,186 @@
+"""`styler data …`: import, list, inspect, remove, verify and synthesise datasets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .common import err, escape, human_bytes, note, out, print_json, registry, warn
+
+app = typer.Typer(
+    no_args_is_help=True,
+    help="Datasets: import a folder of images + captions, inspect, verify, synthesise.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+Name = Annotated[str, typer.Argument(help="Dataset name: 'name' or 'namespace/name' (e.g. calligraphy/mifu).", show_default=False)]
+Json = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def _progress():
+    """A callback drawing a progress bar on stderr when it is a terminal, else nothing."""
+    if not err.is_terminal:
+        return None, None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    bar = Progress(TextColumn("checking images"), BarColumn(), MofNCompleteColumn(), console=err, transient=True)
+    task = bar.add_task("", total=None)
+    return bar, lambda i, n: bar.update(task, completed=i, total=n)
+
+
+def _report_added(report, as_json: bool) -> None:
+    d = report.record
+    for w in report.warnings():
+        warn(w)
+    if as_json:
+        print_json({"dataset": d.to_dict(), "dropped": report.dropped, "missing_captions": report.missing_captions,
+                    "orphan_captions": report.orphan_captions})
+        return
+    skipped = f", {d.n_dropped} skipped" if d.n_dropped else ""
+    out.print(f"added [bold]{escape(d.label)}[/]: {d.n_images} images ({d.n_train} train, {d.n_val} val){skipped}")
+    note(f"stored in {registry().home / d.path}; see it with `styler data show {d.label}`")
+
+
+@app.command()
+def add(
+    name: Name,
+    src: Annotated[Path, typer.Argument(help="Folder of images, with captions as sidecar .txt/.caption files, metadata.jsonl or metadata.csv.", show_default=False)],
+    prefix: Annotated[str, typer.Option(help="Text put before every caption, e.g. '书法'.")] = "",
+    trigger: Annotated[str, typer.Option(help="Trigger word put first in every caption, e.g. 'mifu_style'.")] = "",
+    caption_from: Annotated[str, typer.Option(help="Where captions come from: auto|txt|caption|jsonl|csv|filename|template.")] = "auto",
+    template: Annotated[str, typer.Option(help="Caption for --caption-from template; {trigger} and {name} are filled in.")] = "",
+    min_sharpness: Annotated[Optional[float], typer.Option(help="Drop images whose Laplacian variance is below this (100 is a common cut; off by default).")] = None,
+    size: Annotated[Optional[int], typer.Option(help="Resize to this many pixels (multiple of 8); default keeps the images as they are.")] = None,
+    crop: Annotated[str, typer.Option(help="With --size: center (square crop) or none (keep aspect, longer side = size).")] = "center",
+    val_split: Annotated[float, typer.Option(help="Fraction held out for validation loss, e.g. 0.1.")] = 0.0,
+    strict: Annotated[bool, typer.Option("--strict", help="Refuse the whole import if any file is bad or any caption is missing.")] = False,
+    as_json: Json = False,
+) -> None:
+    """Import a folder as the next version of a dataset (all or nothing)."""
+    from ..data.importer import ImportOptions, add_dataset
+
+    opts = ImportOptions(prefix=prefix, trigger=trigger, caption_from=caption_from, template=template,
+                         min_sharpness=min_sharpness, size=size, crop=crop, val_split=val_split, strict=strict)
+    bar, cb = _progress()
+    if bar:
+        with bar:
+            report = add_dataset(name, src, opts, progress=cb)
+    else:
+        report = add_dataset(name, src, opts)
+    _report_added(report, as_json)
+
+
+@app.command()
+def synth(
+    name: Name,
+    kind: Annotated[str, typer.Option(help="calligraphy | pixel | watercolor.")] = "calligraphy",
+    n: Annotated[int, typer.Option("--n", help="Number of images.")] = 16,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same images).")] = 0,
+    size: Annotated[int, typer.Option(help="Image size in pixels.")] = 64,
+    trigger: Annotated[str, typer.Option(help="Trigger word put first in every caption.")] = "",
+    val_split: Annotated[float, typer.Option(help="Fraction held out for validation.")] = 0.0,
+    as_json: Json = False,
+) -> None:
+    """Synthesise a small style dataset (offline, deterministic) and import it."""
+    from ..data.library import synth_dataset
+
+    report = synth_dataset(name, kind=kind, n=n, seed=seed, size=size, trigger=trigger, val_split=val_split)
+    _report_added(report, as_json)
+
+
+@app.command("ls")
+def ls(as_json: Json = False) -> None:
+    """List datasets and their versions."""
+    from registry import Dataset
+
+    records = registry().all(Dataset)
+    if as_json:
+        print_json([d.to_dict() for d in records])
+        return
+    if not records:
+        note("no datasets yet; add one with `styler data add NAME FOLDER` or `styler data synth NAME`")
+        return
+    from rich.table import Table
+
+    t = Table(box=None, header_style="bold")
+    t.add_column("name", no_wrap=True)
+    for col in ("version", "images", "train/val", "dropped", "captions", "created"):
+        t.add_column(col)
+    for d in sorted(records, key=lambda d: (d.name, d.version)):
+        t.add_row(escape(d.name), f"@{d.version}", str(d.n_images), f"{d.n_train}/{d.n_val}", str(d.n_dropped),
+                  escape(d.caption_from), d.created_at[:19].replace("T", " "))
+    out.print(t)
+
+
+@app.command()
+def show(
+    name: Annotated[str, typer.Argument(help="NAME[@VERSION]; the latest version by default.", show_default=False)],
+    samples: Annotated[int, typer.Option("--samples", help="How many image/caption pairs to list.")] = 8,
+    as_json: Json = False,
+) -> None:
+    """Show a dataset version: stats, dropped files and a sample of image/caption pairs."""
+    from ..data.library import dataset_view
+
+    view = dataset_view(name, samples=samples)
+    if as_json:
+        print_json(view)
+        return
+    d = view["dataset"]
+    out.print(f"[bold]{escape(d['name'])}@{d['version']}[/]  id {d['id']}")
+    out.print(f"  folder     {escape(view['folder'])}")
+    out.print(f"  source     {escape(d['source'])}")
+    out.print(f"  images     {d['n_images']} ({d['n_train']} train, {d['n_val']} val), {d['n_dropped']} dropped, {human_bytes(view['bytes'])}")
+    out.print(f"  captions   from {escape(d['caption_from'])}; prefix {escape(d['prefix'] or '-')}; trigger {escape(d['trigger'] or '-')}")
+    s = d["stats"]
+    out.print(f"  size       {s['width']['min']}–{s['width']['max']} × {s['height']['min']}–{s['height']['max']} px (median {s['width']['median']}×{s['height']['median']})")
+    out.print(f"  sharpness  min {s['sharpness']['min']:.1f}, median {s['sharpness']['median']:.1f}, max {s['sharpness']['max']:.1f}")
+    out.print(f"  hash       {d['content_hash'][:16]}…")
+    if view["dropped"]:
+        out.print(f"  dropped ({len(view['dropped'])}):")
+        for item in view["dropped"][:samples]:
+            out.print(f"    {escape(item['file'])}: {escape(item['reason'])}")
+    out.print("  samples:")
+    for item in view["samples"]:
+        out.print(f"    {escape(item['file'])}  {escape('[' + item['split'] + ']')}  {escape(item['text'])}")
+
+
+@app.command()
+def rm(
+    name: Annotated[str, typer.Argument(help="NAME@VERSION for one version, NAME for all of them.", show_default=False)],
+    yes: Annotated[bool, typer.Option("-y", "--yes", help="Do not ask for confirmation.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be removed.")] = False,
+) -> None:
+    """Remove dataset versions (records first, then their folders)."""
+    from ..data.library import plan_remove, remove_datasets
+
+    plan = plan_remove(name)
+    for d in plan:
+        out.print(f"{'would remove' if dry_run else 'remove'} {escape(d.label)} ({d.n_images} images, {escape(d.path)})")
+    if dry_run:
+        return
+    if not yes and not typer.confirm(f"remove {len(plan)} dataset version(s)?", err=True):
+        raise typer.Exit(1)
+    remove_datasets(plan)
+    note(f"removed {len(plan)} version(s)")
+
+
+@app.command()
+def verify(
+    name: Annotated[Optional[str], typer.Argument(help="NAME[@VERSION]; all datasets when omitted.", show_default=False)] = None,
+    as_json: Json = False,
+) -> None:
+    """Re-hash dataset files against their manifests."""
+    from ..data.library import verify_datasets
+
+    checked, problems = verify_datasets(name)
+    if as_json:
+        print_json({"checked": checked, "problems": [p.__dict__ for p in problems]})
+    else:
+        for p in problems:
+            out.print(f"[red]{escape(p.kind)}[/] {escape(p.where)}: {escape(p.detail)}")
+        out.print(f"{len(checked)} dataset version(s) checked, {len(problems)} problem(s)")
+    if problems:
+        raise typer.Exit(1)

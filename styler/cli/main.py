@@ -1,0 +1,104 @@
+"""The `styler` entry point: builds the app from the command groups and maps errors to one line."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated
+
+import typer
+from typer.core import TyperGroup
+
+from .. import __version__
+
+
+class _StylerGroup(TyperGroup):
+    """Maps styler's own errors to one red line on stderr and their exit code
+    (STYLER_DEBUG=1 shows the traceback instead)."""
+
+    def invoke(self, ctx):
+        from registry.errors import RegistryError
+
+        from ..errors import StylerError
+
+        try:
+            return super().invoke(ctx)
+        except (StylerError, RegistryError) as exc:
+            if os.environ.get("STYLER_DEBUG"):
+                raise
+            from .common import err, escape
+
+            err.print(f"[red]error:[/] {escape(exc.message)}")
+            raise typer.Exit(exc.exit_code) from None
+
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+
+app = typer.Typer(
+    name="styler",
+    cls=_StylerGroup,
+    help="Train, organise, mix and evaluate Stable Diffusion style adapters.",
+    no_args_is_help=True,
+    context_settings=CONTEXT,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"styler {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
+) -> None:
+    """Train, organise, mix and evaluate Stable Diffusion style adapters."""
+
+
+@app.command(rich_help_panel="Setup")
+def home() -> None:
+    """Print the styler home directory (STYLER_HOME, else the platform's data dir)."""
+    from registry import styler_home
+
+    typer.echo(str(styler_home()))
+
+
+def _add_groups() -> None:
+    from . import data_cmd, models_cmd, registry_cmd
+
+    app.add_typer(data_cmd.app, name="data", rich_help_panel="Data")
+    app.add_typer(models_cmd.app, name="models", rich_help_panel="Setup")
+    app.add_typer(registry_cmd.app, name="registry", rich_help_panel="Setup")
+
+
+_add_groups()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code."""
+    try:
+        rc = app(args=argv, prog_name="styler", standalone_mode=False)
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return 130
+    except typer.Abort:
+        sys.stderr.write("aborted\n")
+        return 1
+    except Exception as exc:
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return exc.exit_code
+        if os.environ.get("STYLER_DEBUG"):
+            raise
+        sys.stderr.write(f"error: unexpected {type(exc).__name__}: {exc} (set STYLER_DEBUG=1 for the traceback)\n")
+        return 1
+    return rc if isinstance(rc, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

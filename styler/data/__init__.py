@@ -1,0 +1,1 @@
+"""Datasets: import, validation, preprocessing, synthetic demo data."""

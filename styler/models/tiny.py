@@ -1,0 +1,179 @@
+"""The built-in tiny base: Stable Diffusion 1.5's architecture at toy size, built from code.
+
+Every component has SD-1.5's layout (UNet2DConditionModel with cross-attention down/up blocks
+and a plain block, AutoencoderKL with 8x downsampling and 4 latent channels, CLIPTextModel with
+77 positions, a CLIP-format BPE tokenizer, SD-1.5's DDIM schedule) but few channels, so it builds
+in seconds and renders a 64 px image on a CPU in well under a second. Weights come from fixed
+seeds and are saved with `save_pretrained`, so the folder loads through the same
+`from_pretrained` path as a real model and two builds are byte-identical. The weights are
+random: tiny is for trying the workflow (train, mix, generate, evaluate), not for pictures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+TINY_VERSION = "1"
+MARKER = "styler_tiny.json"
+
+# SD-1.5 values; the trainer makes its DDPMScheduler from the same numbers.
+SCHEDULER_CONFIG = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "clip_sample": False,
+    "set_alpha_to_one": False,
+    "steps_offset": 1,
+    "prediction_type": "epsilon",
+}
+
+UNET_CONFIG = {
+    "sample_size": 8,  # latents: 64 px / 8
+    "in_channels": 4,
+    "out_channels": 4,
+    "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    "block_out_channels": (32, 64, 64),
+    "layers_per_block": 1,
+    "attention_head_dim": 8,
+    "cross_attention_dim": 32,
+    "norm_num_groups": 32,
+    "act_fn": "silu",
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+    "downsample_padding": 1,
+    "mid_block_scale_factor": 1,
+}
+
+VAE_CONFIG = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "down_block_types": ("DownEncoderBlock2D",) * 4,  # three downsamples: 8x
+    "up_block_types": ("UpDecoderBlock2D",) * 4,
+    "block_out_channels": (32, 32, 64, 64),
+    "layers_per_block": 1,
+    "latent_channels": 4,
+    "norm_num_groups": 32,
+    "sample_size": 64,
+    "scaling_factor": 0.18215,
+}
+
+TEXT_CONFIG = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "max_position_embeddings": 77,
+    "projection_dim": 32,
+    "hidden_act": "quick_gelu",
+    "layer_norm_eps": 1e-5,
+}
+
+
+def tiny_dir(home: str | os.PathLike) -> Path:
+    """Where the tiny base lives inside a styler home."""
+    return Path(home) / "models" / "tiny" / TINY_VERSION
+
+
+def is_built(folder: str | os.PathLike) -> bool:
+    """True when `folder` holds a complete tiny build (the marker is written last)."""
+    return (Path(folder) / MARKER).is_file() and (Path(folder) / "model_index.json").is_file()
+
+
+def _components(seed: int, tokenizer_dir: Path):
+    import torch
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    from .tokenizer import special_ids, vocab_size
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel(**UNET_CONFIG)
+        torch.manual_seed(seed + 1)
+        vae = AutoencoderKL(**VAE_CONFIG)
+        torch.manual_seed(seed + 2)
+        text_config = CLIPTextConfig(vocab_size=vocab_size(), **special_ids(), **TEXT_CONFIG)
+        text_encoder = CLIPTextModel(text_config)
+    for module in (unet, vae, text_encoder):
+        module.eval()
+    tokenizer = CLIPTokenizer.from_pretrained(str(tokenizer_dir))
+    scheduler = DDIMScheduler(**SCHEDULER_CONFIG)
+    return unet, vae, text_encoder, tokenizer, scheduler
+
+
+def build_tiny(dest: str | os.PathLike, seed: int = 0) -> Path:
+    """Build the tiny pipeline into `dest` (atomically) and return it.
+
+    Everything is written into a temporary folder beside `dest`, which is renamed into place
+    at the end; if another builder got there first, its complete build is kept."""
+    from diffusers import StableDiffusionPipeline
+
+    from .tokenizer import write_tokenizer
+
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.build-", dir=dest.parent))
+    try:
+        tok_dir = write_tokenizer(tmp / "tokenizer")
+        unet, vae, text_encoder, tokenizer, scheduler = _components(seed, tok_dir)
+        pipe = StableDiffusionPipeline(
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            unet=unet,
+            scheduler=scheduler,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+        pipe.save_pretrained(str(tmp), safe_serialization=True)
+        # keep exactly the four files SD-1.5 ships (save_pretrained adds its own variants)
+        shutil.rmtree(tmp / "tokenizer")
+        write_tokenizer(tmp / "tokenizer")
+        marker = {"name": "tiny", "version": TINY_VERSION, "seed": seed,
+                  "note": "toy SD-1.5 architecture with random weights, for trying the workflow"}
+        (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n", "utf-8")
+        _commit(tmp, dest)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def _commit(tmp: Path, dest: Path) -> None:
+    try:
+        os.replace(tmp, dest)
+        return
+    except OSError:
+        if is_built(dest):
+            return  # a concurrent builder finished first; same bytes, keep theirs
+    # an incomplete leftover (crash mid-build in an old version): move it aside, then retry
+    stale = Path(tempfile.mkdtemp(prefix=f".{dest.name}.stale-", dir=dest.parent))
+    os.replace(dest, stale / "old")
+    shutil.rmtree(stale, ignore_errors=True)
+    os.replace(tmp, dest)
+
+
+def ensure_tiny(home: str | os.PathLike | None = None) -> Path:
+    """The tiny base's folder in `home` (default: styler's home), built on first use."""
+    from filelock import FileLock
+
+    if home is None:
+        from ..config import home as styler_home
+
+        home = styler_home()
+    folder = tiny_dir(home)
+    if is_built(folder):
+        return folder
+    locks = Path(home) / ".locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(locks / "tiny.lock")):
+        if not is_built(folder):
+            build_tiny(folder)
+    return folder
