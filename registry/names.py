@@ -65,6 +65,8 @@ def parse_name(text: str, *, allow_version: bool = True) -> Name:
         else:
             raise InvalidName(f"invalid version in {text!r}: use @N with N >= 1, or @latest")
     parts = base.split("/")
+    if any(not p for p in parts):
+        raise InvalidName(f"invalid name {text!r}: empty part; {_RULE}")
     if len(parts) > 2:
         raise InvalidName(f"invalid name {text!r}: at most one '/'; {_RULE}")
     for part in parts:
