@@ -219,11 +219,18 @@ def add_dataset(
                 reg.insert(record)
             except BaseException:
                 shutil.rmtree(dest, ignore_errors=True)
+                _remove_empty_parents(dest.parent, droot)
                 raise
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise WriteError(f"could not commit the dataset ({exc.strerror or exc}); nothing was registered") from None
     return ImportReport(record, dropped, missing, captions.orphans, same_as)
+
+
+def _remove_empty_parents(folder: Path, stop: Path) -> None:
+    while folder != stop and folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+        folder = folder.parent
 
 
 def save_image(image, path: Path) -> None:

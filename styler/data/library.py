@@ -71,8 +71,12 @@ def remove_datasets(plan: list[Dataset], *, registry: Registry | None = None) ->
     with reg.locked():
         for d in plan:
             reg.remove(Dataset, d.id)
+    from .importer import _remove_empty_parents
+
     for d in plan:
-        shutil.rmtree(reg.home / d.path, ignore_errors=True)
+        folder = reg.home / d.path
+        shutil.rmtree(folder, ignore_errors=True)
+        _remove_empty_parents(folder.parent, reg.home / "datasets")
 
 
 def verify_datasets(text: str | None = None, *, registry: Registry | None = None) -> tuple[list[str], list[Problem]]:

@@ -1,0 +1,39 @@
+"""Small helpers shared by tests: run the CLI, make image folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from typer.testing import CliRunner
+
+
+def run_cli(*args: str):
+    """Invoke `styler ARGS…` in-process; returns click's Result (stdout/stderr kept apart)."""
+    from styler.cli.main import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def make_images(folder: Path, n: int = 4, *, size=(48, 40), captions: bool = True, seed: int = 0,
+                prefix: str = "img") -> list[Path]:
+    """n distinct noisy RGB PNGs with UTF-8 .txt captions beside them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        arr = rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+        p = folder / f"{prefix}{i}.png"
+        Image.fromarray(arr).save(p)
+        if captions:
+            p.with_suffix(".txt").write_text(f"永 {i}", encoding="utf-8")
+        paths.append(p)
+    return paths
+
+
+def tree(path: Path) -> list[str]:
+    """Every file and folder under path, relative, sorted (to compare before/after)."""
+    if not path.exists():
+        return []
+    return sorted(p.relative_to(path).as_posix() for p in path.rglob("*"))
