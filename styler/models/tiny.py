@@ -15,10 +15,12 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 TINY_VERSION = "1"
 MARKER = "styler_tiny.json"
+_SEED_LOCK = threading.Lock()  # seeding uses torch's global RNG: one builder thread at a time
 
 # SD-1.5 values; the trainer makes its DDPMScheduler from the same numbers.
 SCHEDULER_CONFIG = {
@@ -92,7 +94,7 @@ def _components(seed: int, tokenizer_dir: Path):
 
     from .tokenizer import special_ids, vocab_size
 
-    with torch.random.fork_rng(devices=[]):
+    with _SEED_LOCK, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         unet = UNet2DConditionModel(**UNET_CONFIG)
         torch.manual_seed(seed + 1)
@@ -112,38 +114,46 @@ def build_tiny(dest: str | os.PathLike, seed: int = 0) -> Path:
 
     Everything is written into a temporary folder beside `dest`, which is renamed into place
     at the end; if another builder got there first, its complete build is kept."""
-    from diffusers import StableDiffusionPipeline
-
-    from .tokenizer import write_tokenizer
+    from .load import quiet
 
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.build-", dir=dest.parent))
     try:
-        tok_dir = write_tokenizer(tmp / "tokenizer")
-        unet, vae, text_encoder, tokenizer, scheduler = _components(seed, tok_dir)
-        pipe = StableDiffusionPipeline(
-            vae=vae,
-            text_encoder=text_encoder,
-            tokenizer=tokenizer,
-            unet=unet,
-            scheduler=scheduler,
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-        )
-        pipe.save_pretrained(str(tmp), safe_serialization=True)
-        # keep exactly the four files SD-1.5 ships (save_pretrained adds its own variants)
-        shutil.rmtree(tmp / "tokenizer")
-        write_tokenizer(tmp / "tokenizer")
-        marker = {"name": "tiny", "version": TINY_VERSION, "seed": seed,
-                  "note": "toy SD-1.5 architecture with random weights, for trying the workflow"}
-        (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n", "utf-8")
+        with quiet():
+            _save(tmp, seed)
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private
         _commit(tmp, dest)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+def _save(tmp: Path, seed: int) -> None:
+    from diffusers import StableDiffusionPipeline
+
+    from .tokenizer import write_tokenizer
+
+    tok_dir = write_tokenizer(tmp / "tokenizer")
+    unet, vae, text_encoder, tokenizer, scheduler = _components(seed, tok_dir)
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(str(tmp), safe_serialization=True)
+    # keep exactly the four files SD-1.5 ships (save_pretrained adds its own variants)
+    shutil.rmtree(tmp / "tokenizer")
+    write_tokenizer(tmp / "tokenizer")
+    marker = {"name": "tiny", "version": TINY_VERSION, "seed": seed,
+              "note": "toy SD-1.5 architecture with random weights, for trying the workflow"}
+    (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n", "utf-8")
 
 
 def _commit(tmp: Path, dest: Path) -> None:
