@@ -256,34 +256,34 @@ def test_env_font_path(tmp_path, monkeypatch, cjk_font):
 
 
 def test_find_cjk_font_without_fc_list_or_fonts(monkeypatch):
-    monkeypatch.setattr(synth, "KNOWN_CJK_FONTS", ())
-    monkeypatch.setattr(synth.shutil, "which", lambda name: None)
+    monkeypatch.setattr(synth.fonts, "KNOWN_CJK_FONTS", ())
+    monkeypatch.setattr(synth.fonts.shutil, "which", lambda name: None)
     assert find_cjk_font() is None
 
 
 def test_fc_list_that_hangs_or_fails_is_ignored(monkeypatch):
-    monkeypatch.setattr(synth, "KNOWN_CJK_FONTS", ())
-    monkeypatch.setattr(synth.shutil, "which", lambda name: "/usr/bin/fc-list")
+    monkeypatch.setattr(synth.fonts, "KNOWN_CJK_FONTS", ())
+    monkeypatch.setattr(synth.fonts.shutil, "which", lambda name: "/usr/bin/fc-list")
 
     def hang(*args, **kwargs):
         raise subprocess.TimeoutExpired(args[0], kwargs.get("timeout", 0))
 
-    monkeypatch.setattr(synth.subprocess, "run", hang)
+    monkeypatch.setattr(synth.fonts.subprocess, "run", hang)
     assert find_cjk_font() is None
 
     def missing(*args, **kwargs):
         raise FileNotFoundError(2, "No such file")
 
-    monkeypatch.setattr(synth.subprocess, "run", missing)
+    monkeypatch.setattr(synth.fonts.subprocess, "run", missing)
     assert find_cjk_font() is None
 
 
 def test_fc_list_output_is_parsed_and_ranked(monkeypatch, tmp_path):
-    monkeypatch.setattr(synth.shutil, "which", lambda name: "/usr/bin/fc-list")
+    monkeypatch.setattr(synth.fonts.shutil, "which", lambda name: "/usr/bin/fc-list")
     listing = "/x/NotoSansCJK-Regular.ttc: \n/x/ukai.ttc: \n/x/readme.txt: \n/x/uming.ttc:\n"
-    monkeypatch.setattr(synth.subprocess, "run",
+    monkeypatch.setattr(synth.fonts.subprocess, "run",
                         lambda *a, **k: subprocess.CompletedProcess(a[0], 0, listing.encode(), b""))
-    assert synth._fc_list_fonts() == ["/x/ukai.ttc", "/x/uming.ttc", "/x/NotoSansCJK-Regular.ttc"]
+    assert synth.fonts._fc_list_fonts() == ["/x/ukai.ttc", "/x/uming.ttc", "/x/NotoSansCJK-Regular.ttc"]
 
 
 # ------------------------------------------------------------------ errors
