@@ -3,9 +3,10 @@
 Rules (see shared/DESIGN.md): every operation, reads included, takes the lock, opens a fresh
 TinyDB over an atomic storage, and closes it. Records carry their own ULID ids.
 
-A table is one active file `registry/<table>.json`; when it holds SEGMENT_SIZE records it is
+A table is one active file `registry/<table>.json`; once it grows past SEGMENT_BYTES it is
 sealed as `registry/<table>.<NNNN>.json` and a new active file starts. TinyDB rewrites a whole
-file on every write, so this keeps an insert's cost bounded however many outputs exist.
+file on every write, so this keeps an insert's cost bounded however many outputs exist
+(benchmarks/registry_scale.py measures it against a single file per table).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from .storage import AtomicJSONStorage, corrupt_message
 
 R = TypeVar("R", bound=Record)
 
-SEGMENT_SIZE = 1000
+SEGMENT_BYTES = 256 * 1024  # ~600 output records; an insert rewrites at most this much
 LOCK_TIMEOUT_S = 60.0
 _SEALED = re.compile(r"^(?P<table>[a-z_]+)\.(?P<n>\d{4,})\.json$")
 
@@ -123,9 +124,7 @@ class Registry:
                 if taken:
                     raise Conflict(f"{record.name}@{record.version} already exists in {table}")
             active = self.table_path(table)
-            with self._db(active) as db:
-                full = len(db.table(table)) >= SEGMENT_SIZE
-            if full:
+            if active.exists() and active.stat().st_size >= SEGMENT_BYTES:
                 self._seal(table)
             with self._db(active) as db:
                 db.table(table).insert(record.to_dict())

@@ -53,22 +53,23 @@ def test_update_refuses_unknown_fields(styler_home):
 
 
 def test_tables_are_sealed_into_segments_and_still_read_whole(styler_home, monkeypatch):
-    monkeypatch.setattr(store_mod, "SEGMENT_SIZE", 10)
     reg = Registry()
-    made = [reg.insert(Output(prompt=f"p{i}")) for i in range(25)]
+    one = len(json.dumps(Output(prompt="p00").to_dict()))
+    monkeypatch.setattr(store_mod, "SEGMENT_BYTES", one * 10)  # about ten records a segment
+    made = [reg.insert(Output(prompt=f"p{i:02d}")) for i in range(25)]
     segs = reg.segments("outputs")
     assert [p.name for p in segs] == ["outputs.0001.json", "outputs.0002.json", "outputs.json"]
     assert reg.count(Output) == 25
     assert [o.id for o in reg.all(Output)] == [o.id for o in made]
     # records in sealed segments can be found, updated and removed
-    assert reg.get(Output, made[3].id).prompt == "p3"
+    assert reg.get(Output, made[3].id).prompt == "p03"
     assert reg.update(Output, made[3].id, prompt="changed").prompt == "changed"
     reg.remove(Output, made[4].id)
     assert reg.count(Output) == 24
 
 
 def test_insert_cost_does_not_grow_with_table_size(styler_home, monkeypatch):
-    monkeypatch.setattr(store_mod, "SEGMENT_SIZE", 200)
+    monkeypatch.setattr(store_mod, "SEGMENT_BYTES", 200 * 600)
     reg = Registry()
 
     def timed(n):
