@@ -36,7 +36,11 @@ def verify(reg: Registry, *, rehash: bool = True) -> list[Problem]:
     problems: list[Problem] = []
     tables_ok = True
     for table, cls in reg.record_types().items():
-        for path in reg.segments(table) or [reg.table_path(table)]:
+        with reg.locked():  # migrations create every table file, so a missing one was lost
+            if not reg.table_path(table).exists():
+                problems.append(Problem("missing-table", str(reg.table_path(table)),
+                                        "the table file is gone; restore it from a backup"))
+        for path in reg.segments(table):
             try:
                 with reg.locked():
                     reg._docs(path, table)

@@ -83,3 +83,12 @@ def test_orphan_run_dirs_are_pruned_only_when_old(styler_home):
     old = time.time() - 7200
     os.utime(ghost, (old, old))
     assert [p for p, _ in plan_prune(reg).orphan_dirs] == [str(ghost)]
+
+
+def test_verify_reports_a_lost_table_file(styler_home):
+    reg = Registry()
+    reg.insert(Run())
+    assert verify(reg) == []
+    reg.table_path("runs").unlink()
+    problems = verify(reg)
+    assert [(p.kind, p.where) for p in problems] == [("missing-table", str(reg.table_path("runs")))]
