@@ -116,6 +116,7 @@ def add_dataset(
     captions = cap.collect(src, images, files, options.caption_from, options.template)
     reg = registry or Registry()
     home = reg.home
+    reg.versions(Dataset, parsed.full)  # a damaged registry fails here, before any work
 
     # 1. validate and write, one image at a time, into a temp folder
     droot = home / "datasets"
@@ -224,6 +225,9 @@ def add_dataset(
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise WriteError(f"could not commit the dataset ({exc.strerror or exc}); nothing was registered") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return ImportReport(record, dropped, missing, captions.orphans, same_as)
 
 

@@ -284,8 +284,10 @@ def test_corrupt_registry_file_is_named_not_a_traceback(styler_home, tmp_path):
     make_images(tmp_path / "src", 1)
     assert run_cli("data", "add", "ok", tmp_path / "src").exit_code == 0
     (styler_home / "registry" / "datasets.json").write_text("{ broken")
+    folders = tree(styler_home / "datasets")
     for args in (["data", "ls"], ["data", "add", "again", tmp_path / "src"], ["registry", "ls"]):
         r = run_cli(*args)
         assert_refused(styler_home, r, 1, "datasets.json", "corrupt")
+    assert tree(styler_home / "datasets") == folders  # the failed add left nothing
     r = run_cli("registry", "verify")
     assert r.exit_code == 1 and "corrupt-table" in r.stdout
