@@ -1,0 +1,1 @@
+"""Training: one loop with methods plugged in (lora, dreambooth, textual-inversion)."""
