@@ -218,5 +218,3 @@ def validate(cfg: TrainConfig) -> None:
         need(cfg.targets == "attn", "--targets applies to LoRA methods, not textual-inversion")
     if cfg.method == "dreambooth":
         need(bool(cfg.class_prompt), "--method dreambooth needs --class-prompt (e.g. 'a photo of a dog' or 'calligraphy')")
-    if cfg.precision == "fp16":
-        pass  # the trainer keeps trainable weights in fp32 and scales the loss
