@@ -1,0 +1,120 @@
+"""`styler train DATASET[@v]`: LoRA, DreamBooth-LoRA and textual inversion with a live display."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .common import err, escape, human_bytes, note, out, print_json, registry
+
+
+def _opt(help: str, *names: str, **kw):
+    return typer.Option(*names, help=help, show_default=False, **kw)
+
+
+def train(
+    dataset: Annotated[Optional[str], typer.Argument(help="Dataset NAME[@VERSION] to train on.", show_default=False)] = None,
+    base: Annotated[Optional[str], _opt("Base model: tiny, an HF repo id, a folder or a .safetensors file.")] = None,
+    method: Annotated[Optional[str], _opt("lora (default) | dreambooth | textual-inversion.")] = None,
+    name: Annotated[Optional[str], _opt("Adapter name (default: the dataset's); each run adds a version.")] = None,
+    rank: Annotated[Optional[int], _opt("LoRA rank (default 16).")] = None,
+    alpha: Annotated[Optional[float], _opt("LoRA alpha (default: = rank, i.e. scale 1).")] = None,
+    targets: Annotated[Optional[str], _opt("attn (default) | attn+conv | attn+conv+ff | comma list of module names.")] = None,
+    text_encoder: Annotated[Optional[bool], _opt("Also train a LoRA on the text encoder.", "--text-encoder/--no-text-encoder")] = None,
+    dora: Annotated[Optional[bool], _opt("Use DoRA (weight-decomposed LoRA).", "--dora/--no-dora")] = None,
+    lr: Annotated[Optional[float], _opt("Learning rate (default 1e-4).")] = None,
+    lr_text: Annotated[Optional[float], _opt("Text-encoder learning rate (default: --lr).")] = None,
+    scheduler: Annotated[Optional[str], _opt("LR schedule: constant | constant_with_warmup | linear | cosine | cosine_with_restarts | polynomial.")] = None,
+    warmup: Annotated[Optional[int], _opt("Warm-up steps.")] = None,
+    steps: Annotated[Optional[int], _opt("Optimizer steps (default 1000).")] = None,
+    epochs: Annotated[Optional[int], _opt("Epochs instead of --steps.")] = None,
+    batch: Annotated[Optional[int], _opt("Batch size per process (default 1).")] = None,
+    accum: Annotated[Optional[int], _opt("Gradient accumulation steps (default 1).")] = None,
+    resolution: Annotated[Optional[int], _opt("Training resolution, a multiple of 8 (default 512).")] = None,
+    seed: Annotated[Optional[int], _opt("Random seed (default 0).")] = None,
+    precision: Annotated[Optional[str], _opt("Mixed precision: no | fp16 | bf16.")] = None,
+    grad_checkpointing: Annotated[Optional[bool], _opt("Gradient checkpointing (less memory, slower).", "--grad-checkpointing/--no-grad-checkpointing")] = None,
+    snr_gamma: Annotated[Optional[float], _opt("Min-SNR loss weighting gamma (5 is usual).")] = None,
+    noise_offset: Annotated[Optional[float], _opt("Noise offset (0.05–0.1 helps very dark/bright styles).")] = None,
+    augment: Annotated[Optional[str], _opt("Comma list of flip, crop, color.")] = None,
+    cache_latents: Annotated[Optional[bool], _opt("Encode images with the VAE once (default on).", "--cache-latents/--no-cache-latents")] = None,
+    optimizer: Annotated[Optional[str], _opt("adamw (default) | adamw8bit (bitsandbytes + CUDA).")] = None,
+    validate_every: Annotated[Optional[int], _opt("Validation images and held-out loss every N steps.")] = None,
+    validation_prompt: Annotated[Optional[list[str]], _opt("Prompt for validation images (repeatable).")] = None,
+    checkpoint_every: Annotated[Optional[int], _opt("Save a resumable checkpoint every N steps.")] = None,
+    resume: Annotated[Optional[str], _opt("Continue an interrupted run (its id) from its last checkpoint.")] = None,
+    config: Annotated[Optional[Path], _opt("A TOML file with the same keys as these options.")] = None,
+    log_with: Annotated[Optional[str], _opt("Also log to tensorboard or wandb.")] = None,
+    processes: Annotated[Optional[int], _opt("Data-parallel processes (default 1).")] = None,
+    instance_prompt: Annotated[Optional[str], _opt("DreamBooth: the prompt for every instance image.")] = None,
+    class_prompt: Annotated[Optional[str], _opt("DreamBooth: the class prompt for prior images.")] = None,
+    class_images: Annotated[Optional[int], _opt("DreamBooth: how many class images (default 50).")] = None,
+    prior_weight: Annotated[Optional[float], _opt("DreamBooth: prior-preservation loss weight (default 1).")] = None,
+    token: Annotated[Optional[str], _opt("Textual inversion: the new token (default: the dataset's trigger word).")] = None,
+    init_token: Annotated[Optional[str], _opt("Textual inversion: an existing word to start from.")] = None,
+    vectors: Annotated[Optional[int], _opt("Textual inversion: vectors per token (default 1).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved plan and exit.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable result.")] = False,
+) -> None:
+    """Train an adapter on a dataset, with live progress and memory panels."""
+    from ..errors import UsageError
+    from ..train.config import build_config, load_toml
+
+    values = dict(base=base, method=method, name=name, rank=rank, alpha=alpha, targets=targets,
+                  text_encoder=text_encoder, dora=dora, lr=lr, lr_text=lr_text, scheduler=scheduler, warmup=warmup,
+                  steps=steps, epochs=epochs, batch=batch, accum=accum, resolution=resolution, seed=seed,
+                  precision=precision, grad_checkpointing=grad_checkpointing, snr_gamma=snr_gamma,
+                  noise_offset=noise_offset, augment=augment, cache_latents=cache_latents, optimizer=optimizer,
+                  validate_every=validate_every, validation_prompts=validation_prompt or None,
+                  checkpoint_every=checkpoint_every, log_with=log_with, processes=processes,
+                  instance_prompt=instance_prompt, class_prompt=class_prompt, class_images=class_images,
+                  prior_weight=prior_weight, token=token, init_token=init_token, vectors=vectors)
+    file_values = load_toml(config) if config else {}
+    if dataset is None and not resume:
+        dataset = file_values.get("dataset")
+        if not dataset:
+            raise UsageError("give the DATASET to train on (or --resume RUN)")
+    if resume:
+        from ..train.config import TrainConfig
+
+        cfg = TrainConfig(**{k: v for k, v in {**file_values, **values}.items() if v is not None})
+    else:
+        cfg = build_config(file_values, dataset=dataset, **values)
+    reg = registry()
+    if dry_run:
+        _dry_run(cfg, reg, as_json)
+        return
+    if cfg.processes > 1:
+        from ..train.parallel import train_parallel
+
+        outcome = train_parallel(cfg, registry=reg, console=err)
+    else:
+        from ..train.trainer import train as run_train
+
+        outcome = run_train(cfg, registry=reg, console=err, resume=resume)
+    a = outcome.adapter
+    if as_json:
+        print_json({"run": outcome.run.to_dict(), "adapter": a.to_dict() if a else None})
+        return
+    out.print(f"trained [bold]{escape(a.label)}[/] ({a.method}) in run {outcome.run.id}; final loss {outcome.final_loss:.4f}")
+    note(f"see it with `styler adapters show {a.label}`")
+
+
+def _dry_run(cfg, reg, as_json: bool) -> None:
+    from ..train.plan import build_pipeline, make_plan
+
+    plan = make_plan(cfg, reg)
+    build_pipeline(plan, "cpu")
+    if as_json:
+        print_json(plan.as_dict())
+        return
+    d = plan.as_dict()
+    out.print(f"[bold]plan[/] {escape(cfg.method)} on {escape(d['dataset'])} with base {escape(d['base'].get('name', '?'))}")
+    out.print(f"  images     {d['train_images']} train, {d['val_images']} val")
+    out.print(f"  steps      {d['steps']} × {d['samples_per_step']} samples = {d['epochs']} epochs")
+    out.print(f"  trainable  {d['trainable_params']:,} parameters")
+    out.print(f"  memory     ~{human_bytes(d['memory_estimate_bytes'])} for weights and optimizer state (activations extra)")
+    for n in d["notes"]:
+        note(n)

@@ -1,0 +1,142 @@
+"""Planning a run: resolve dataset and base, count steps, fail fast on anything wrong, and the
+deterministic data order the loop follows (the same for a resumed or data-parallel run)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from registry import Dataset, Registry
+
+from ..errors import UsageError
+from .config import TrainConfig
+
+DEFAULT_STEPS = 1000
+
+
+@dataclass
+class Plan:
+    """What a run will do; printed by --dry-run, used by the loop."""
+
+    cfg: TrainConfig
+    dataset: Dataset
+    n_train: int
+    n_val: int
+    total_steps: int
+    epochs: float
+    samples_per_step: int
+    base: object = None
+    base_identity: dict = field(default_factory=dict)
+    trainable_params: int = 0
+    memory_bytes: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"dataset": self.dataset.label, "base": self.base_identity, "method": self.cfg.method,
+                "train_images": self.n_train, "val_images": self.n_val, "steps": self.total_steps,
+                "epochs": round(self.epochs, 2), "samples_per_step": self.samples_per_step,
+                "trainable_params": self.trainable_params, "memory_estimate_bytes": self.memory_bytes,
+                "notes": self.notes, "config": self.cfg.to_dict()}
+
+
+def mix_seed(*parts: int) -> int:
+    """A 63-bit seed from integers (splitmix-style, so nearby inputs give unrelated seeds)."""
+    h = 0x9E3779B97F4A7C15
+    for p in parts:
+        h ^= (p + 0x9E3779B97F4A7C15 + (h << 6) + (h >> 2)) & 0xFFFFFFFFFFFFFFFF
+        h = (h * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    return h & 0x7FFFFFFFFFFFFFFF
+
+
+def sample_order(seed: int, epoch: int, n: int) -> list[int]:
+    import torch
+
+    return torch.randperm(n, generator=torch.Generator().manual_seed(mix_seed(seed, epoch, 7))).tolist()
+
+
+def stream_indices(seed: int, n: int, start: int, count: int) -> list[tuple[int, int]]:
+    """(epoch, dataset index) for positions [start, start+count) of the endless shuffled stream."""
+    out, cache = [], {}
+    for pos in range(start, start + count):
+        epoch, k = divmod(pos, n)
+        if epoch not in cache:
+            cache[epoch] = sample_order(seed, epoch, n)
+        out.append((epoch, cache[epoch][k]))
+    return out
+
+
+def make_plan(cfg: TrainConfig, reg: Registry, *, load_model: bool = False) -> Plan:
+    """Resolve the dataset and base and count steps — every check that fails fast."""
+    from ..models.resolve import base_identity, resolve_base
+    from .data import check_cache_compatible, load_items
+
+    dataset = reg.resolve(Dataset, cfg.dataset)
+    items = load_items(dataset, reg.home, "train")
+    n_val = len(load_items(dataset, reg.home, "val")) if dataset.n_val else 0
+    if len(items) < cfg.batch:
+        raise UsageError(f"{dataset.label} has {len(items)} training image(s), fewer than --batch {cfg.batch}; "
+                         f"lower --batch or add images")
+    check_cache_compatible(cfg.augment, cfg.cache_latents)
+    if cfg.optimizer == "adamw8bit":
+        _check_8bit()
+    if cfg.log_with:
+        _check_logger(cfg.log_with)
+    per_step = cfg.batch * cfg.accum * cfg.processes
+    if cfg.steps:
+        total = cfg.steps
+    elif cfg.epochs:
+        total = math.ceil(cfg.epochs * len(items) / per_step)
+    else:
+        total = DEFAULT_STEPS
+    base = resolve_base(cfg.base or None)
+    plan = Plan(cfg, dataset, len(items), n_val, total, total * per_step / len(items), per_step, base,
+                base_identity(base))
+    if base.detail:
+        plan.notes.append(base.detail)
+    if cfg.method == "textual-inversion" and not (cfg.token or dataset.trigger):
+        raise UsageError(f"--method textual-inversion needs --token, and {dataset.label} has no trigger word")
+    return plan
+
+
+def _check_8bit() -> None:
+    import torch
+
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise UsageError("--optimizer adamw8bit needs bitsandbytes (pip install bitsandbytes); use --optimizer adamw") from None
+    if not torch.cuda.is_available():
+        raise UsageError("--optimizer adamw8bit needs a CUDA GPU; on CPU use --optimizer adamw")
+
+
+def _check_logger(name: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec(name) is None:
+        raise UsageError(f"--log-with {name} needs the {name} package (pip install {name})")
+
+
+def memory_estimate(pipe, trainable_params: int) -> int:
+    """Weights in their dtype plus fp32 trainable weights, grads and AdamW moments (16 B each).
+    Activations come on top and grow with batch × resolution²."""
+    weights = sum(p.numel() * p.element_size() for m in (pipe.unet, pipe.vae, pipe.text_encoder) for p in m.parameters())
+    return int(weights + trainable_params * 16)
+
+
+def build_pipeline(plan: Plan, device: str):
+    """Load the base, let the method add what it trains, and fill in the plan's counts."""
+    from ..models.load import load_pipeline
+    from .methods import make_method
+
+    pipe = load_pipeline(plan.base, device="cpu")
+    method = make_method(plan.cfg, trigger=plan.dataset.trigger)
+    method.prepare(pipe)
+    plan.trainable_params = method.summary()["trainable_params"]
+    plan.memory_bytes = memory_estimate(pipe, plan.trainable_params)
+    pipe.to(device)
+    if plan.cfg.grad_checkpointing:
+        pipe.unet.enable_gradient_checkpointing()
+        if plan.cfg.text_encoder:
+            pipe.text_encoder.gradient_checkpointing_enable()
+    pipe.vae.enable_slicing()
+    return pipe, method

@@ -1,0 +1,125 @@
+"""A run's life in the registry: created running, kept current, ended completed / failed /
+interrupted; on success the adapter is stored as a blob and registered with full provenance."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from registry import Adapter, BlobStore, Dataset, Registry, Run, now_iso, parse_name
+
+from .. import __version__
+from .config import TrainConfig
+
+
+def styler_commit() -> str:
+    """The git commit styler runs from, when it runs from a checkout ("" otherwise)."""
+    root = Path(__file__).resolve().parents[2]
+    if not (root / ".git").exists():
+        return ""
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.stdout.strip() if out.returncode == 0 else ""
+
+
+@dataclass
+class RunHandle:
+    """The run record plus its folder; `update` keeps the record current without writing on
+    every step (at most every `interval` seconds unless forced)."""
+
+    registry: Registry
+    run: Run
+    dir: Path
+    interval: float = 2.0
+    _last: float = 0.0
+
+    @property
+    def id(self) -> str:
+        return self.run.id
+
+    def update(self, *, force: bool = False, **changes) -> None:
+        now = time.monotonic()
+        if not force and now - self._last < self.interval:
+            return
+        self._last = now
+        self.run = self.registry.update(Run, self.run.id, **changes)
+
+    def end(self, status: str, **changes) -> None:
+        self.run = self.registry.update(Run, self.run.id, status=status, finished_at=now_iso(), **changes)
+
+
+def start_run(reg: Registry, cfg: TrainConfig, dataset: Dataset, base_identity: dict, total_steps: int) -> RunHandle:
+    run = reg.insert(Run(method=cfg.method, dataset_id=dataset.id, base=base_identity, status="running",
+                         pid=os.getpid(), config=cfg.to_dict(), total_steps=total_steps, started_at=now_iso()))
+    run_dir = reg.home / "runs" / run.id
+    (run_dir / "samples").mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.toml").write_text(cfg.to_toml(), encoding="utf-8")
+    return RunHandle(reg, run, run_dir)
+
+
+def resume_run(reg: Registry, run_id: str, total_steps: int) -> RunHandle:
+    run = reg.update(Run, run_id, status="running", pid=os.getpid(), total_steps=total_steps, error="", finished_at=None)
+    return RunHandle(reg, run, reg.home / "runs" / run.id)
+
+
+def adapter_name(cfg: TrainConfig, dataset: Dataset) -> str:
+    return parse_name(cfg.name or dataset.name, allow_version=False).full
+
+
+def provenance(cfg: TrainConfig, dataset: Dataset, base_identity: dict, run: Run, name: str, version: int,
+               extra: dict) -> dict[str, str]:
+    """What goes into the adapter file's safetensors metadata (kohya keeps its ss_* keys there)."""
+    meta = {
+        "styler.version": __version__,
+        "styler.commit": styler_commit(),
+        "styler.adapter": f"{name}@{version}",
+        "styler.method": cfg.method,
+        "styler.run_id": run.id,
+        "styler.dataset": json.dumps({"name": dataset.name, "version": dataset.version, "id": dataset.id,
+                                      "content_hash": dataset.content_hash}, ensure_ascii=False),
+        "styler.base": json.dumps(base_identity, ensure_ascii=False),
+        "styler.config": json.dumps(cfg.to_dict(), ensure_ascii=False),
+        "styler.trigger": dataset.trigger,
+        # the kohya keys A1111/civitai show
+        "ss_output_name": name,
+        "ss_base_model_version": "sd_v1",
+        "ss_steps": str(extra.get("steps", "")),
+        "ss_resolution": f"({cfg.resolution}, {cfg.resolution})",
+        "ss_learning_rate": str(cfg.lr),
+    }
+    if cfg.method != "textual-inversion":
+        meta.update({"ss_network_dim": str(cfg.rank), "ss_network_alpha": str(cfg.effective_alpha),
+                     "ss_network_module": "peft.lora"})
+    return meta
+
+
+def register_adapter(handle: RunHandle, cfg: TrainConfig, dataset: Dataset, base_identity: dict, method,
+                     extra: dict) -> Adapter:
+    """Save the adapter into the run folder, store it as a blob, and record it — the record last,
+    so a failure leaves the registry without a half-registered adapter."""
+    reg = handle.registry
+    name = adapter_name(cfg, dataset)
+    with reg.locked():
+        version = reg.next_version(Adapter, name)
+        meta = provenance(cfg, dataset, base_identity, handle.run, name, version, extra)
+        path = method.save(handle.dir / "adapter.safetensors", meta)
+        digest = BlobStore(reg.home).put_file(path)
+        summary = method.summary()
+        record = Adapter(
+            name=name, version=version, method=cfg.method, blob=digest, base=base_identity, run_id=handle.id,
+            dataset_id=dataset.id,
+            rank=None if cfg.method == "textual-inversion" else cfg.rank,
+            alpha=None if cfg.method == "textual-inversion" else cfg.effective_alpha,
+            targets=[] if cfg.method == "textual-inversion" else cfg.unet_target_modules()
+            + (["text_encoder"] if cfg.text_encoder else []),
+            trigger=dataset.trigger if cfg.method != "textual-inversion" else method.token,
+            metadata={"styler_version": __version__, "commit": meta["styler.commit"], **summary, **extra},
+        )
+        reg.insert(record)
+    return record

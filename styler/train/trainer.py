@@ -1,0 +1,440 @@
+"""The training loop (accelerate underneath), shared by every method.
+
+Each optimizer step takes `batch × accum × processes` samples from an endless stream shuffled per
+epoch; each sample's randomness (latent sample, noise, timestep, flip) comes from a generator
+seeded by (seed, step, micro-batch, position). A resumed run or a data-parallel run therefore
+follows the same numbers as one uninterrupted process.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from registry import Adapter, Registry, Run
+
+from ..errors import StylerError, UsageError
+from . import checkpoint as ckpt
+from .config import TrainConfig
+from .plan import Plan, build_pipeline, make_plan, mix_seed, stream_indices
+from .runs import RunHandle, register_adapter, resume_run, start_run
+
+VAL_TIMESTEPS = (100, 300, 500, 700, 900)
+
+
+class TrainingFailed(StylerError):
+    exit_code = 1
+
+
+class TrainingInterrupted(StylerError):
+    exit_code = 130
+
+
+@dataclass
+class Outcome:
+    run: Run
+    adapter: Adapter | None
+    plan: Plan
+    final_loss: float | None
+
+
+def _sample_generator(cfg: TrainConfig, step: int, micro: int, pos: int):
+    import torch
+
+    return torch.Generator().manual_seed(mix_seed(cfg.seed, step, micro, pos))
+
+
+class Trainer:
+    def __init__(self, plan: Plan, *, registry: Registry, console=None, rank: int = 0, world: int = 1):
+        self.plan, self.cfg, self.reg = plan, plan.cfg, registry
+        self.console, self.rank, self.world = console, rank, world
+        self.main = rank == 0
+
+    # -- setup -----------------------------------------------------------------------------
+    def setup(self, handle: RunHandle) -> None:
+        import torch
+        from accelerate import Accelerator
+        from diffusers import DDPMScheduler
+        from diffusers.optimization import get_scheduler
+
+        from .data import ImageCaptionDataset, LatentCache, load_items
+
+        cfg = self.cfg
+        self.handle = handle
+        try:
+            self.acc = Accelerator(mixed_precision=cfg.precision, cpu=not torch.cuda.is_available(),
+                                   log_with=cfg.log_with, project_dir=str(handle.dir))
+        except (ValueError, RuntimeError) as exc:
+            raise UsageError(f"--precision {cfg.precision}: {exc}; on CPU use bf16 or no") from None
+        self.device = self.acc.device
+        self.pipe, self.method = build_pipeline(self.plan, str(self.device))
+        pipe = self.pipe
+        self.noise_sched = DDPMScheduler.from_config(pipe.scheduler.config)
+        self.items = load_items(self.plan.dataset, self.reg.home, "train")
+        self.val_items = load_items(self.plan.dataset, self.reg.home, "val") if self.plan.n_val else []
+        self.captions = [self.method.caption(it.text) for it in self.items]
+        self._warn_truncated()
+        self.flip = "flip" in cfg.augment
+        self.cache = None
+        if cfg.cache_latents:
+            key = {"dataset": self.plan.dataset.content_hash, "base": self.plan.base_identity.get("hash"),
+                   "crop": "center"}
+            self.cache = LatentCache.build(pipe.vae, self.items, cfg.resolution, flip=self.flip,
+                                           cache_dir=self.reg.home / "cache" / "latents", key=key, device=self.device)
+            if self.cache.status == "rebuilt":
+                self._say("the latent cache was damaged or stale and has been rebuilt")
+        self.images = ImageCaptionDataset(self.items, cfg.resolution, augment=set(cfg.augment), seed=cfg.seed)
+        self.prior = None
+        if cfg.method == "dreambooth":
+            from .prior import ClassImages
+
+            self.prior = ClassImages.prepare(pipe, cfg, self.plan.base_identity, self.reg.home, self.device,
+                                             say=self._say)
+        groups = self.method.param_groups()
+        if cfg.optimizer == "adamw8bit":
+            import bitsandbytes as bnb
+
+            self.optimizer = bnb.optim.AdamW8bit(groups, lr=cfg.lr)
+        else:
+            self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=1e-2)
+        self.lr_sched = get_scheduler(cfg.scheduler, self.optimizer, num_warmup_steps=cfg.warmup,
+                                      num_training_steps=self.plan.total_steps)
+        trained = [pipe.unet] + ([pipe.text_encoder] if cfg.text_encoder or cfg.method == "textual-inversion" else [])
+        prepared = self.acc.prepare(*trained, self.optimizer)
+        self.models = list(prepared[:-1])
+        self.optimizer = prepared[-1]
+        self.unet = self.models[0]
+        self.text_encoder = self.models[1] if len(self.models) > 1 else pipe.text_encoder
+        if cfg.log_with and self.main:
+            self.acc.init_trackers("styler", config={k: v for k, v in cfg.to_dict().items() if not isinstance(v, list)})
+
+    def _say(self, message: str) -> None:
+        if self.console is not None and self.main:
+            from rich.markup import escape
+
+            self.console.print(f"[dim]{escape(message)}[/]")
+
+    def _warn_truncated(self) -> None:
+        from .data import truncated_prompts
+
+        cut = truncated_prompts(self.pipe.tokenizer, self.captions)
+        if cut:
+            text, lost = cut[0]
+            self._say(f"{len(cut)} caption(s) are longer than 77 tokens and were cut, e.g. …{lost[:60]!r} was dropped")
+
+    # -- one step ---------------------------------------------------------------------------
+    def _encode_text(self, texts: list[str]):
+        from .data import tokenize
+
+        ids = tokenize(self.pipe.tokenizer, texts).to(self.device)
+        return self.text_encoder(ids)[0]
+
+    def _latents_for(self, positions: list[tuple[int, int]], gens) -> tuple:
+        import torch
+
+        flips = [bool(torch.rand((), generator=g) < 0.5) if self.flip else False for g in gens]
+        if self.cache is not None:
+            lat = torch.cat([self.cache.latents([i], g, [f]) for (_, i), g, f in zip(positions, gens, flips)])
+            return lat.to(self.device), flips
+        pixels = []
+        for epoch, i in positions:
+            self.images.set_epoch(epoch)
+            pixels.append(self.images[i]["pixels"])
+        vae = self.pipe.vae
+        with torch.no_grad():
+            dist = vae.encode(torch.stack(pixels).to(self.device, dtype=vae.dtype)).latent_dist
+        noise = torch.stack([torch.randn(dist.mean.shape[1:], generator=g) for g in gens]).to(self.device)
+        lat = (dist.mean + dist.std * noise.to(dist.mean.dtype)) * vae.config.scaling_factor
+        return lat.float(), flips
+
+    def _diffusion_loss(self, latents, texts: list[str], gens, reduce: bool = True):
+        import torch
+        import torch.nn.functional as F
+
+        cfg, sched = self.cfg, self.noise_sched
+        noise = torch.stack([torch.randn(latents.shape[1:], generator=g) for g in gens]).to(latents)
+        if cfg.noise_offset:
+            offset = torch.stack([torch.randn(latents.shape[1], 1, 1, generator=g) for g in gens]).to(latents)
+            noise = noise + cfg.noise_offset * offset
+        t = torch.stack([torch.randint(0, sched.config.num_train_timesteps, (), generator=g) for g in gens]).to(self.device)
+        noisy = sched.add_noise(latents, noise, t)
+        with self.acc.autocast():
+            hidden = self._encode_text(texts)
+            pred = self.unet(noisy, t, hidden).sample
+        target = noise if sched.config.prediction_type == "epsilon" else sched.get_velocity(latents, noise, t)
+        per = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+        if cfg.snr_gamma:
+            from diffusers.training_utils import compute_snr
+
+            snr = compute_snr(sched, t)
+            weight = torch.minimum(snr, torch.full_like(snr, cfg.snr_gamma))
+            weight = weight / snr if sched.config.prediction_type == "epsilon" else weight / (snr + 1)
+            per = per * weight
+        return per.mean() if reduce else per
+
+    def step_loss(self, step: int, micro: int):
+        """The loss of this process's share of one micro-batch."""
+        cfg = self.cfg
+        b = cfg.batch
+        start = ((step * cfg.accum + micro) * self.world + self.rank) * b
+        positions = stream_indices(cfg.seed, len(self.items), start, b)
+        gens = [_sample_generator(cfg, step, micro, start + k) for k in range(b)]
+        latents, _ = self._latents_for(positions, gens)
+        loss = self._diffusion_loss(latents, [self.captions[i] for _, i in positions], gens)
+        if self.prior is not None:
+            pgens = [_sample_generator(cfg, step, micro, -1 - (start + k)) for k in range(b)]
+            plat = self.prior.latents(start, b, pgens).to(self.device)
+            loss = loss + cfg.prior_weight * self._diffusion_loss(plat, [cfg.class_prompt] * b, pgens)
+        return loss
+
+    # -- validation -------------------------------------------------------------------------
+    def val_loss(self) -> float | None:
+        """Loss on the held-out split at fixed timesteps and noise (comparable across steps)."""
+        import torch
+
+        if not self.val_items:
+            return None
+        from .data import ImageCaptionDataset
+
+        ds = ImageCaptionDataset(self.val_items, self.cfg.resolution)
+        total = 0.0
+        with torch.no_grad():
+            for i in range(len(ds)):
+                pixels = ds[i]["pixels"][None].to(self.device, dtype=self.pipe.vae.dtype)
+                lat = self.pipe.vae.encode(pixels).latent_dist.mean * self.pipe.vae.config.scaling_factor
+                for t in VAL_TIMESTEPS:
+                    g = torch.Generator().manual_seed(mix_seed(self.cfg.seed, i, t))
+                    noise = torch.randn(lat.shape[1:], generator=g)[None].to(lat)
+                    tt = torch.tensor([t], device=self.device)
+                    with self.acc.autocast():
+                        pred = self.unet(self.noise_sched.add_noise(lat, noise, tt), tt,
+                                         self._encode_text([self.method.caption(self.val_items[i].text)])).sample
+                    total += float(torch.nn.functional.mse_loss(pred.float(), noise.float()))
+        return total / (len(ds) * len(VAL_TIMESTEPS))
+
+    def validation_images(self, step: int) -> list[str]:
+        from .validation import render_validation
+
+        if not self.cfg.validation_prompts or not self.main:
+            return []
+        return render_validation(self, step)
+
+    # -- the loop ---------------------------------------------------------------------------
+    def run(self, start_step: int = 0, monitor=None, state=None) -> float | None:
+        import torch
+
+        cfg, acc, plan = self.cfg, self.acc, self.plan
+        metrics_path = self.handle.dir / "metrics.jsonl"
+        loss_value = None
+        step = start_step
+        for m in self.models:
+            m.train()
+        try:
+            while step < plan.total_steps:
+                t0 = time.perf_counter()
+                total = 0.0
+                for micro in range(cfg.accum):
+                    sync = micro == cfg.accum - 1
+                    ctx = acc.no_sync(self.unet) if not sync and self.world > 1 else _null()
+                    with ctx:
+                        loss = self.step_loss(step, micro) / cfg.accum
+                        acc.backward(loss)
+                    total += float(loss.detach())
+                loss_value = total
+                if not math.isfinite(loss_value):
+                    raise _NanLoss(step + 1)
+                if cfg.max_grad_norm:
+                    acc.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], cfg.max_grad_norm)
+                self.optimizer.step()
+                self.lr_sched.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.method.after_step()
+                step += 1
+                lr = self.lr_sched.get_last_lr()[0]
+                epoch = (step * plan.samples_per_step - 1) // plan.n_train
+                if self.main:
+                    row = {"step": step, "loss": loss_value, "lr": lr, "epoch": epoch, "time": time.time(),
+                           "step_s": time.perf_counter() - t0}
+                    if state is not None:
+                        state.record_step(step=step, loss=loss_value, lr=lr, epoch=epoch)
+                    if cfg.validate_every and step % cfg.validate_every == 0 or step == plan.total_steps and cfg.validate_every:
+                        row["val_loss"] = self.val_loss()
+                        self.validation_images(step)
+                        if state is not None:
+                            state.val_loss = row["val_loss"]
+                    from .trainer import write_metrics
+
+                    write_metrics(metrics_path, row)
+                    if cfg.log_with:
+                        acc.log({k: v for k, v in row.items() if isinstance(v, (int, float)) and v is not None}, step=step)
+                    self.handle.update(step=step, loss=loss_value, force=step == plan.total_steps)
+                    if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < plan.total_steps:
+                        self.save_checkpoint(step, state)
+                    if monitor is not None:
+                        monitor.update(state)
+        except KeyboardInterrupt:
+            raise _Interrupted(step) from None
+        return loss_value
+
+    def save_checkpoint(self, step: int, state=None) -> Path | None:
+        if not self.main:
+            return None
+        path = ckpt.save_checkpoint(self.handle.dir, step, trainable=self.method.trainable(), optimizer=self.optimizer,
+                                    lr_scheduler=self.lr_sched, state={"step": step, "dataset": self.plan.dataset.id})
+        ckpt.prune_checkpoints(self.handle.dir, self.cfg.keep_checkpoints)
+        if state is not None:
+            state.last_checkpoint = step
+            state.note = f"checkpoint saved at step {step}"
+        return path
+
+    def restore(self, path: Path) -> int:
+        saved = ckpt.load_checkpoint(path, trainable=self.method.trainable(), optimizer=self.optimizer,
+                                     lr_scheduler=self.lr_sched)
+        return int(saved["step"])
+
+
+class _NanLoss(Exception):
+    def __init__(self, step: int):
+        self.step = step
+
+
+class _Interrupted(Exception):
+    def __init__(self, step: int):
+        self.step = step
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def write_metrics(path: Path, row: dict) -> None:
+    import json
+
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(row) + "\n")
+
+
+class _TermAsInterrupt:
+    """SIGTERM behaves like Ctrl-C, so a killed run still saves a checkpoint."""
+
+    def __enter__(self):
+        try:
+            self.prev = signal.signal(signal.SIGTERM, _raise_interrupt)
+        except ValueError:  # not the main thread
+            self.prev = None
+        return self
+
+    def __exit__(self, *exc):
+        if self.prev is not None:
+            signal.signal(signal.SIGTERM, self.prev)
+        return False
+
+
+def _raise_interrupt(*_):
+    raise KeyboardInterrupt
+
+
+def train(cfg: TrainConfig, *, registry: Registry | None = None, console=None, resume: str | None = None,
+          rank: int = 0, world: int = 1, monitor_every: int | None = None) -> Outcome:
+    """Run a training end to end: plan, run record, loop, checkpoints, adapter registration."""
+    from .monitor import LiveMonitor, TrainState
+
+    reg = registry or Registry()
+    start_step = 0
+    if resume:
+        cfg, resume_ckpt = _resume_config(reg, resume, cfg)
+    plan = make_plan(cfg, reg)
+    trainer = Trainer(plan, registry=reg, console=console, rank=rank, world=world)
+    handle = resume_run(reg, resume, plan.total_steps) if resume else start_run(reg, cfg, plan.dataset, plan.base_identity, plan.total_steps)
+    state = None
+    try:
+        trainer.setup(handle)
+        if resume:
+            start_step = trainer.restore(resume_ckpt)
+        state = TrainState(run_id=handle.id, name=cfg.name or plan.dataset.name, method=cfg.method,
+                           total_steps=plan.total_steps, device=str(trainer.device), resumed_from=start_step)
+        with _TermAsInterrupt(), LiveMonitor(console=console, every=monitor_every or cfg.log_every) if (console is not None and trainer.main) else _null() as mon:
+            final = trainer.run(start_step, monitor=mon if console is not None and trainer.main else None, state=state)
+            if state is not None:
+                state.status = "completed"
+                if console is not None and trainer.main:
+                    mon.update(state, final=True)
+    except _NanLoss as exc:
+        last = ckpt.latest_checkpoint(handle.dir)
+        kept = f"the last good checkpoint is step {ckpt.checkpoint_step(last)}" if last else "no checkpoint was saved"
+        msg = (f"the loss became NaN/inf at step {exc.step}; stopped, {kept}. Try --precision bf16 or --precision no, "
+               f"or a lower --lr")
+        handle.end("failed", error=msg)
+        raise TrainingFailed(msg) from None
+    except _Interrupted as exc:
+        note = "no step finished, nothing to save"
+        if exc.step > 0:
+            try:
+                trainer.save_checkpoint(exc.step, state)
+                note = f"checkpoint saved at step {exc.step}"
+            except StylerError as err:
+                note = err.message
+        handle.end("interrupted", step=exc.step, error=f"interrupted at step {exc.step}")
+        raise TrainingInterrupted(f"interrupted at step {exc.step}/{plan.total_steps} ({note}); "
+                                  f"continue with `styler train --resume {handle.id}`") from None
+    except StylerError as exc:
+        handle.end("failed", error=exc.message)
+        raise
+    except Exception as exc:
+        handle.end("failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        if getattr(trainer, "acc", None) is not None and cfg.log_with:
+            trainer.acc.end_training()
+    adapter = None
+    if trainer.main:
+        try:
+            adapter = register_adapter(handle, cfg, plan.dataset, plan.base_identity, trainer.method,
+                                       {"steps": plan.total_steps, "final_loss": final})
+        except StylerError as exc:
+            last = ckpt.latest_checkpoint(handle.dir)
+            kept = f"; the last good checkpoint (step {ckpt.checkpoint_step(last)}) is intact" if last else ""
+            handle.end("failed", error=exc.message)
+            raise TrainingFailed(f"{exc.message}{kept}; resume with `styler train --resume {handle.id}`") from None
+        handle.end("completed", step=plan.total_steps, loss=final, adapter_id=adapter.id)
+    return Outcome(handle.run, adapter, plan, final)
+
+
+def _resume_config(reg: Registry, run_id: str, given: TrainConfig) -> tuple[TrainConfig, Path]:
+    from .config import build_config
+
+    run = reg.get(Run, run_id)
+    if run.status == "running" and run.pid and _alive(run.pid) and run.pid != os.getpid():
+        raise UsageError(f"run {run_id} is still running (pid {run.pid})")
+    if run.status == "completed":
+        raise UsageError(f"run {run_id} already completed; start a new run instead")
+    saved = build_config(run.config)
+    for key in ("base", "method"):
+        mine, theirs = getattr(given, key), getattr(saved, key)
+        if mine and mine != theirs and not (key == "method" and mine == "lora" and given.dataset == ""):
+            raise UsageError(f"--resume {run_id}: that run used {key} {theirs or 'default'!r}, not {mine!r}; "
+                             f"resume without --{key} or start a new run")
+    last = ckpt.latest_checkpoint(reg.home / "runs" / run_id)
+    if last is None:
+        raise UsageError(f"run {run_id} has no complete checkpoint to resume from; start it again")
+    if given.steps and given.steps != saved.steps:
+        saved = build_config({**saved.to_dict(), "steps": given.steps, "epochs": None})
+    return saved, last
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

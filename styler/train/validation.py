@@ -1,0 +1,44 @@
+"""Validation images during training: rendered with the weights as they are at that step, saved
+under the run folder and registered as outputs of the run."""
+
+from __future__ import annotations
+
+from registry import BlobStore, Output
+
+VALIDATION_SEED = 1234
+VALIDATION_GUIDANCE = 7.5
+
+
+def render_validation(trainer, step: int) -> list[str]:
+    """Render each validation prompt once; returns the new output ids."""
+    import io
+
+    import torch
+
+    pipe, cfg, reg = trainer.pipe, trainer.cfg, trainer.reg
+    was = [m.training for m in trainer.models]
+    for m in trainer.models:
+        m.eval()
+    pipe.set_progress_bar_config(disable=True)
+    ids = []
+    try:
+        for k, prompt in enumerate(cfg.validation_prompts):
+            seed = VALIDATION_SEED + k
+            g = torch.Generator().manual_seed(seed)
+            with torch.no_grad(), trainer.acc.autocast():
+                image = pipe(prompt, num_inference_steps=cfg.validation_steps, height=cfg.resolution,
+                             width=cfg.resolution, guidance_scale=VALIDATION_GUIDANCE, generator=g).images[0]
+            buf = io.BytesIO()
+            image.save(buf, format="PNG")
+            digest = BlobStore(reg.home).put_bytes(buf.getvalue())
+            (trainer.handle.dir / "samples" / f"step-{step:07d}-{k}.png").write_bytes(buf.getvalue())
+            out = reg.insert(Output(blob=digest, kind="validation", prompt=prompt, seed=seed,
+                                    steps=cfg.validation_steps, guidance=VALIDATION_GUIDANCE,
+                                    width=cfg.resolution, height=cfg.resolution, scheduler=type(pipe.scheduler).__name__,
+                                    base=trainer.plan.base_identity, run_id=trainer.handle.id,
+                                    params={"train_step": step}))
+            ids.append(out.id)
+    finally:
+        for m, w in zip(trainer.models, was):
+            m.train(w)
+    return ids
