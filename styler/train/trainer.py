@@ -297,6 +297,21 @@ class Trainer:
         return int(saved["step"])
 
 
+class _WorkerHandle:
+    """What a non-main data-parallel process holds instead of the run record: it writes nothing."""
+
+    def __init__(self, reg: Registry, run_id: str | None):
+        self.registry, self.id = reg, run_id or ""
+        self.dir = reg.home / "runs" / run_id if run_id else Path(os.devnull)
+        self.run = None
+
+    def update(self, **_):
+        pass
+
+    def end(self, *_ , **__):
+        pass
+
+
 class _NanLoss(Exception):
     def __init__(self, step: int):
         self.step = step
@@ -343,17 +358,24 @@ def _raise_interrupt(*_):
 
 
 def train(cfg: TrainConfig, *, registry: Registry | None = None, console=None, resume: str | None = None,
-          rank: int = 0, world: int = 1, monitor_every: int | None = None) -> Outcome:
+          rank: int = 0, world: int = 1, monitor_every: int | None = None, on_start=None) -> Outcome:
     """Run a training end to end: plan, run record, loop, checkpoints, adapter registration."""
     from .monitor import LiveMonitor, TrainState
 
     reg = registry or Registry()
     start_step = 0
     if resume:
-        cfg, resume_ckpt = _resume_config(reg, resume, cfg)
+        cfg, resume_ckpt = _resume_config(reg, resume, cfg, check_running=rank == 0)
     plan = make_plan(cfg, reg)
     trainer = Trainer(plan, registry=reg, console=console, rank=rank, world=world)
-    handle = resume_run(reg, resume, plan.total_steps) if resume else start_run(reg, cfg, plan.dataset, plan.base_identity, plan.total_steps)
+    if rank != 0:
+        handle = _WorkerHandle(reg, resume)
+    elif resume:
+        handle = resume_run(reg, resume, plan.total_steps)
+    else:
+        handle = start_run(reg, cfg, plan.dataset, plan.base_identity, plan.total_steps)
+    if on_start is not None:
+        on_start(handle.id)
     state = None
     try:
         trainer.setup(handle)
@@ -408,11 +430,11 @@ def train(cfg: TrainConfig, *, registry: Registry | None = None, console=None, r
     return Outcome(handle.run, adapter, plan, final)
 
 
-def _resume_config(reg: Registry, run_id: str, given: TrainConfig) -> tuple[TrainConfig, Path]:
+def _resume_config(reg: Registry, run_id: str, given: TrainConfig, check_running: bool = True) -> tuple[TrainConfig, Path]:
     from .config import build_config
 
     run = reg.get(Run, run_id)
-    if run.status == "running" and run.pid and _alive(run.pid) and run.pid != os.getpid():
+    if check_running and run.status == "running" and run.pid and _alive(run.pid) and run.pid != os.getpid():
         raise UsageError(f"run {run_id} is still running (pid {run.pid})")
     if run.status == "completed":
         raise UsageError(f"run {run_id} already completed; start a new run instead")
