@@ -128,8 +128,11 @@ def build_pipeline(plan: Plan, device: str):
     from ..models.load import load_pipeline
     from .methods import make_method
 
+    import torch
+
     pipe = load_pipeline(plan.base, device="cpu")
     method = make_method(plan.cfg, trigger=plan.dataset.trigger)
+    torch.manual_seed(plan.cfg.seed)  # peft draws the LoRA A init from the global generator
     method.prepare(pipe)
     plan.trainable_params = method.summary()["trainable_params"]
     plan.memory_bytes = memory_estimate(pipe, plan.trainable_params)

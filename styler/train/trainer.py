@@ -2,7 +2,7 @@
 
 Each optimizer step takes `batch × accum × processes` samples from an endless stream shuffled per
 epoch; each sample's randomness (latent sample, noise, timestep, flip) comes from a generator
-seeded by (seed, step, micro-batch, position). A resumed run or a data-parallel run therefore
+seeded by (seed, step, stream position). A resumed run or a data-parallel run therefore
 follows the same numbers as one uninterrupted process.
 """
 
@@ -42,10 +42,12 @@ class Outcome:
     final_loss: float | None
 
 
-def _sample_generator(cfg: TrainConfig, step: int, micro: int, pos: int):
+def _sample_generator(cfg: TrainConfig, step: int, pos: int):
+    """A sample's own generator: its stream position is unique, so batch 2 and batch 1 × accum 2
+    (or × 2 processes) give every sample the same noise."""
     import torch
 
-    return torch.Generator().manual_seed(mix_seed(cfg.seed, step, micro, pos))
+    return torch.Generator().manual_seed(mix_seed(cfg.seed, step, pos))
 
 
 class Trainer:
@@ -182,11 +184,11 @@ class Trainer:
         b = cfg.batch
         start = ((step * cfg.accum + micro) * self.world + self.rank) * b
         positions = stream_indices(cfg.seed, len(self.items), start, b)
-        gens = [_sample_generator(cfg, step, micro, start + k) for k in range(b)]
+        gens = [_sample_generator(cfg, step, start + k) for k in range(b)]
         latents, _ = self._latents_for(positions, gens)
         loss = self._diffusion_loss(latents, [self.captions[i] for _, i in positions], gens)
         if self.prior is not None:
-            pgens = [_sample_generator(cfg, step, micro, -1 - (start + k)) for k in range(b)]
+            pgens = [_sample_generator(cfg, step, -1 - (start + k)) for k in range(b)]
             plat = self.prior.latents(start, b, pgens).to(self.device)
             loss = loss + cfg.prior_weight * self._diffusion_loss(plat, [cfg.class_prompt] * b, pgens)
         return loss
@@ -244,7 +246,10 @@ class Trainer:
                         loss = self.step_loss(step, micro) / cfg.accum
                         acc.backward(loss)
                     total += float(loss.detach())
-                loss_value = total
+                if self.world > 1:  # log the global batch's loss, not this process's share
+                    loss_value = float(acc.reduce(torch.tensor(total, device=self.device), reduction="mean"))
+                else:
+                    loss_value = total
                 if not math.isfinite(loss_value):
                     raise _NanLoss(step + 1)
                 if cfg.max_grad_norm:
@@ -377,17 +382,21 @@ def train(cfg: TrainConfig, *, registry: Registry | None = None, console=None, r
     if on_start is not None:
         on_start(handle.id)
     state = None
+    adapter = final = None
+    show = console is not None and trainer.main
     try:
         trainer.setup(handle)
         if resume:
             start_step = trainer.restore(resume_ckpt)
         state = TrainState(run_id=handle.id, name=cfg.name or plan.dataset.name, method=cfg.method,
                            total_steps=plan.total_steps, device=str(trainer.device), resumed_from=start_step)
-        with _TermAsInterrupt(), LiveMonitor(console=console, every=monitor_every or cfg.log_every) if (console is not None and trainer.main) else _null() as mon:
-            final = trainer.run(start_step, monitor=mon if console is not None and trainer.main else None, state=state)
-            if state is not None:
-                state.status = "completed"
-                if console is not None and trainer.main:
+        with _TermAsInterrupt(), (LiveMonitor(console=console, every=monitor_every or cfg.log_every) if show else _null()) as mon:
+            final = trainer.run(start_step, monitor=mon if show else None, state=state)
+            if trainer.main:
+                state.note = "saving the adapter"
+                adapter = _register(trainer, handle, final)
+                state.status, state.note = "completed", f"registered {adapter.label}"
+                if show:
                     mon.update(state, final=True)
     except _NanLoss as exc:
         last = ckpt.latest_checkpoint(handle.dir)
@@ -416,18 +425,20 @@ def train(cfg: TrainConfig, *, registry: Registry | None = None, console=None, r
     finally:
         if getattr(trainer, "acc", None) is not None and cfg.log_with:
             trainer.acc.end_training()
-    adapter = None
     if trainer.main:
-        try:
-            adapter = register_adapter(handle, cfg, plan.dataset, plan.base_identity, trainer.method,
-                                       {"steps": plan.total_steps, "final_loss": final})
-        except StylerError as exc:
-            last = ckpt.latest_checkpoint(handle.dir)
-            kept = f"; the last good checkpoint (step {ckpt.checkpoint_step(last)}) is intact" if last else ""
-            handle.end("failed", error=exc.message)
-            raise TrainingFailed(f"{exc.message}{kept}; resume with `styler train --resume {handle.id}`") from None
         handle.end("completed", step=plan.total_steps, loss=final, adapter_id=adapter.id)
     return Outcome(handle.run, adapter, plan, final)
+
+
+def _register(trainer: Trainer, handle: RunHandle, final: float | None) -> Adapter:
+    """Save and register the adapter; a failure names the checkpoint that survives it."""
+    try:
+        return register_adapter(handle, trainer.cfg, trainer.plan.dataset, trainer.plan.base_identity,
+                                trainer.method, {"steps": trainer.plan.total_steps, "final_loss": final})
+    except StylerError as exc:
+        last = ckpt.latest_checkpoint(handle.dir)
+        kept = f"; the last good checkpoint (step {ckpt.checkpoint_step(last)}) is intact" if last else ""
+        raise TrainingFailed(f"{exc.message}{kept}; resume with `styler train --resume {handle.id}`") from None
 
 
 def _resume_config(reg: Registry, run_id: str, given: TrainConfig, check_running: bool = True) -> tuple[TrainConfig, Path]:
