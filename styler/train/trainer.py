@@ -111,6 +111,9 @@ class Trainer:
         self.optimizer = prepared[-1]
         self.unet = self.models[0]
         self.text_encoder = self.models[1] if len(self.models) > 1 else pipe.text_encoder
+        self.text_trained = cfg.text_encoder or cfg.method == "textual-inversion"
+        self._text_cache: dict = {}
+        self.clip_params = [p for g in self.optimizer.param_groups for p in g["params"]]
         if cfg.log_with and self.main:
             self.acc.init_trackers("styler", config={k: v for k, v in cfg.to_dict().items() if not isinstance(v, list)})
 
@@ -130,8 +133,18 @@ class Trainer:
 
     # -- one step ---------------------------------------------------------------------------
     def _encode_text(self, texts: list[str]):
+        import torch
+
         from .data import tokenize
 
+        if not self.text_trained:
+            # a frozen text encoder maps a caption to the same states every time: encode each once
+            missing = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
+            if missing:
+                with torch.no_grad():
+                    states = self.text_encoder(tokenize(self.pipe.tokenizer, missing).to(self.device))[0]
+                self._text_cache.update(zip(missing, states))
+            return torch.stack([self._text_cache[t] for t in texts])
         ids = tokenize(self.pipe.tokenizer, texts).to(self.device)
         return self.text_encoder(ids)[0]
 
@@ -253,7 +266,7 @@ class Trainer:
                 if not math.isfinite(loss_value):
                     raise _NanLoss(step + 1)
                 if cfg.max_grad_norm:
-                    acc.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], cfg.max_grad_norm)
+                    acc.clip_grad_norm_(self.clip_params, cfg.max_grad_norm)
                 self.optimizer.step()
                 self.lr_sched.step()
                 self.optimizer.zero_grad(set_to_none=True)
