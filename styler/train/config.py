@@ -55,6 +55,7 @@ class TrainConfig:
     seed: int = 0
     precision: str = "no"
     grad_checkpointing: bool = False
+    low_memory: bool = False  # attention slicing + VAE tiling + gradient checkpointing
     snr_gamma: float | None = None
     noise_offset: float = 0.0
     augment: list[str] = field(default_factory=list)

@@ -137,9 +137,13 @@ def build_pipeline(plan: Plan, device: str):
     plan.trainable_params = method.summary()["trainable_params"]
     plan.memory_bytes = memory_estimate(pipe, plan.trainable_params)
     pipe.to(device)
-    if plan.cfg.grad_checkpointing:
+    if plan.cfg.grad_checkpointing or plan.cfg.low_memory:
         pipe.unet.enable_gradient_checkpointing()
         if plan.cfg.text_encoder:
-            pipe.text_encoder.gradient_checkpointing_enable()
-    pipe.vae.enable_slicing()
+            te = pipe.text_encoder  # transformers 5 renamed it; older versions have only the first
+            getattr(te, "activation_checkpointing_enable", te.gradient_checkpointing_enable)()
+    pipe.vae.enable_slicing()  # encode batches one image at a time: same result, less peak memory
+    if plan.cfg.low_memory:
+        pipe.enable_attention_slicing()
+        pipe.vae.enable_tiling()
     return pipe, method

@@ -91,6 +91,18 @@ def test_alpha_not_equal_rank_reloads_exactly(calli, styler_home):
     assert any(hasattr(m, "lora_A") for m in pipe.text_encoder.modules())
 
 
+def test_memory_options_change_memory_not_results(calli, styler_home):
+    args = [*FAST, "--steps", "3", "--batch", "2", "--lr", "1e-3", "--text-encoder"]
+    assert run_cli("train", calli, *args, "--name", "plain").exit_code == 0
+    r = run_cli("train", calli, *args, "--low-memory", "--snr-gamma", "5", "--noise-offset", "0.05", "--name", "low")
+    assert r.exit_code == 0, r.stderr
+    r = run_cli("train", calli, *args, "--low-memory", "--name", "low2")
+    assert r.exit_code == 0, r.stderr
+    reg = Registry()
+    assert _losses(reg, styler_home, "low2") == pytest.approx(_losses(reg, styler_home, "plain"), rel=1e-4)
+    assert _losses(reg, styler_home, "low") != pytest.approx(_losses(reg, styler_home, "plain"), rel=1e-4)
+
+
 def test_dry_run_prints_the_plan_and_writes_nothing(calli):
     r = run_cli("train", calli, *FAST, "--steps", "12", "--batch", "2", "--accum", "2", "--dry-run")
     assert r.exit_code == 0, r.stderr
@@ -287,6 +299,8 @@ def test_two_processes_and_accumulation_match_one_batch(calli, styler_home):
         (["calligraphy/mifu", "--scheduler", "warp"], 2, "unknown --scheduler"),
         (["calligraphy/mifu", "--optimizer", "adamw8bit"], 2, "adamw8bit"),
         (["calligraphy/mifu", "--base", "/no/such/model"], 2, "/no/such/model"),
+        (["calligraphy/mifu", "--precision", "fp8"], 2, "unknown --precision"),
+        (["calligraphy/mifu", "--log-with", "mlflow"], 2, "unknown --log-with"),
     ],
 )
 def test_bad_input(calli, args, code, fragment):
@@ -323,3 +337,12 @@ def test_resume_refuses_another_base_or_method_and_finished_runs(calli, styler_h
     assert r.exit_code == 2 and "already completed" in r.stderr
     r = run_cli("train", "--resume", "01ARZ3NDEKTSV4RRFFQ69G5FAV")
     assert r.exit_code == 1 and "no run with id" in r.stderr
+
+
+def test_missing_logger_package_is_named(calli, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
+    r = run_cli("train", calli, *FAST, "--steps", "1", "--log-with", "tensorboard")
+    assert r.exit_code == 2 and "pip install tensorboard" in r.stderr
