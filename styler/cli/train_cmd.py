@@ -87,10 +87,15 @@ def train(
     if dry_run:
         _dry_run(cfg, reg, as_json)
         return
-    if cfg.processes > 1:
+    processes = cfg.processes
+    if resume:  # a run resumes with the process count it was started with (same global batch)
+        from registry import Run
+
+        processes = reg.get(Run, resume).config.get("processes", 1)
+    if processes > 1:
         from ..train.parallel import train_parallel
 
-        outcome = train_parallel(cfg, registry=reg, console=err)
+        outcome = train_parallel(cfg, registry=reg, console=err, resume=resume)
     else:
         from ..train.trainer import train as run_train
 

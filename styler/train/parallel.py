@@ -51,6 +51,10 @@ def train_parallel(cfg: TrainConfig, *, registry: Registry | None = None, consol
     from .plan import make_plan
 
     reg = registry or Registry()
+    if resume:
+        from .trainer import _resume_config
+
+        cfg, _ = _resume_config(reg, resume, cfg)
     plan = make_plan(cfg, reg)  # fail fast in this process, before spawning anything
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()

@@ -384,6 +384,8 @@ def train(cfg: TrainConfig, *, registry: Registry | None = None, console=None, r
     start_step = 0
     if resume:
         cfg, resume_ckpt = _resume_config(reg, resume, cfg, check_running=rank == 0)
+    if cfg.processes != world:
+        raise UsageError(f"this run needs {cfg.processes} processes (--processes), not {world}")
     plan = make_plan(cfg, reg)
     trainer = Trainer(plan, registry=reg, console=console, rank=rank, world=world)
     if rank != 0:

@@ -91,6 +91,33 @@ def test_alpha_not_equal_rank_reloads_exactly(calli, styler_home):
     assert any(hasattr(m, "lora_A") for m in pipe.text_encoder.modules())
 
 
+def test_dora_trains_and_reloads(calli, styler_home):
+    from styler.models.load import load_pipeline
+    from styler.models.resolve import resolve_base
+
+    assert run_cli("train", calli, *FAST, "--steps", "2", "--dora", "--rank", "4").exit_code == 0
+    a = Registry().resolve(Adapter, calli)
+    assert any("lora_magnitude_vector" in k for k in _tensors(BlobStore(styler_home).path(a.blob)))
+    pipe = load_pipeline(resolve_base("tiny"))
+    pipe.load_lora_weights(str(BlobStore(styler_home).path(a.blob)))
+    assert any(getattr(m, "use_dora", {}).get("default_0") for m in pipe.unet.modules() if hasattr(m, "use_dora"))
+
+
+def test_resume_of_a_two_process_run_uses_two_processes(calli, styler_home, monkeypatch):
+    from styler.train import parallel, trainer
+
+    assert run_cli("train", calli, *FAST, "--steps", "2", "--processes", "2", "--checkpoint-every", "1").exit_code == 0
+    run = Registry().all(Run)[0]
+    Registry().update(Run, run.id, status="interrupted")
+    seen = {}
+    monkeypatch.setattr(parallel, "train_parallel", lambda cfg, **kw: seen.update(kw) or (_ for _ in ()).throw(KeyboardInterrupt))
+    run_cli("train", "--resume", run.id)
+    assert seen.get("resume") == run.id
+    cfg, _ = trainer._resume_config(Registry(), run.id, trainer.TrainConfig())
+    with pytest.raises(Exception, match="needs 2 processes"):
+        trainer.train(cfg, registry=Registry(), resume=run.id)
+
+
 def test_memory_options_change_memory_not_results(calli, styler_home):
     args = [*FAST, "--steps", "3", "--batch", "2", "--lr", "1e-3", "--text-encoder"]
     assert run_cli("train", calli, *args, "--name", "plain").exit_code == 0
