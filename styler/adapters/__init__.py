@@ -1,0 +1,1 @@
+"""Adapters: file formats (peft/diffusers <-> kohya), exact mixing, merging."""

@@ -1,0 +1,161 @@
+"""Rendering images: one loaded pipeline per base, schedulers by name, adapters applied as an
+exact folded mix, one image per seed (so any single image can be made again bit for bit)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from registry import Adapter, BlobStore, Registry
+
+from ..errors import UsageError
+from ..adapters.mixing import MixEntry, WeightMixer
+
+# styler name -> (diffusers scheduler class, extra config)
+SCHEDULERS = {
+    "ddim": ("DDIMScheduler", {}),
+    "euler": ("EulerDiscreteScheduler", {}),
+    "euler-a": ("EulerAncestralDiscreteScheduler", {}),
+    "dpm++": ("DPMSolverMultistepScheduler", {}),
+    "dpm++-karras": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
+    "unipc": ("UniPCMultistepScheduler", {}),
+    "pndm": ("PNDMScheduler", {}),
+    "ddpm": ("DDPMScheduler", {}),
+}
+MAX_SEED = 2**32 - 1
+
+
+@dataclass
+class AdapterChoice:
+    record: Adapter
+    weight: float = 1.0
+    te_weight: float | None = None
+
+
+def parse_adapter_spec(text: str) -> tuple[str, float | None]:
+    """`NAME[@v][=W]` → (name, weight or None). A weight that is not a number is a usage error."""
+    name, sep, w = text.rpartition("=") if "=" in text else (text, "", "")
+    if not sep:
+        return text, None
+    try:
+        value = float(w)
+    except ValueError:
+        raise UsageError(f"the weight of {name} must be a number, not {w!r} (e.g. {name}=0.5)") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise UsageError(f"the weight of {name} must be a finite number, not {w!r}")
+    return name, value
+
+
+def check_seed(seed: int) -> int:
+    if not 0 <= seed <= MAX_SEED:
+        raise UsageError(f"--seed {seed} is out of range; use 0 … {MAX_SEED}")
+    return seed
+
+
+@dataclass
+class Session:
+    """A base pipeline kept loaded across many images and mixes."""
+
+    base: object
+    pipe: object = None
+    mixer: WeightMixer = None
+    identity: dict = field(default_factory=dict)
+    loaded_tokens: set = field(default_factory=set)
+    _data_cache: dict = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, base_spec: str | None = None) -> "Session":
+        from ..models.load import load_pipeline
+        from ..models.resolve import base_identity, resolve_base
+
+        base = resolve_base(base_spec or None)
+        pipe = load_pipeline(base)
+        pipe.set_progress_bar_config(disable=True)
+        return cls(base=base, pipe=pipe, mixer=WeightMixer(pipe), identity=base_identity(base))
+
+    def adapter_data(self, record: Adapter, registry: Registry):
+        from ..adapters.formats import check_compatible, read_adapter
+
+        if record.id not in self._data_cache:
+            path = BlobStore(registry.home).path(record.blob)
+            data = read_adapter(path, module_names=self.module_names())
+            if data.kind == "lora":
+                check_compatible(data, self.pipe)
+            self._data_cache[record.id] = data
+        return self._data_cache[record.id]
+
+    def module_names(self) -> dict[str, set[str]]:
+        from ..adapters.formats import model_module_names
+
+        return model_module_names(self.pipe)
+
+    def set_scheduler(self, name: str) -> None:
+        import diffusers
+
+        if name not in SCHEDULERS:
+            raise UsageError(f"unknown --scheduler {name!r}; use one of {', '.join(SCHEDULERS)}")
+        cls_name, extra = SCHEDULERS[name]
+        cls = getattr(diffusers, cls_name)
+        self.pipe.scheduler = cls.from_config(self.pipe.scheduler.config, **extra)
+
+    def apply(self, choices: list[AdapterChoice], registry: Registry, warn=None) -> list[dict]:
+        """Fold the LoRAs into the weights; load textual-inversion tokens. Returns the adapter list
+        recorded with each image."""
+        from ..adapters.mixing import check_weights
+
+        entries, recorded = [], []
+        for c in choices:
+            data = self.adapter_data(c.record, registry)
+            if data.kind == "textual-inversion":
+                self._load_tokens(c.record, data)
+            else:
+                entries.append(MixEntry(c.record.label, data, c.weight, c.te_weight))
+            recorded.append({"id": c.record.id, "name": c.record.name, "version": c.record.version,
+                             "method": c.record.method, "weight": c.weight,
+                             "te_weight": c.weight if c.te_weight is None else c.te_weight,
+                             "hash": c.record.blob})
+        check_weights(entries, warn or (lambda m: None))
+        self.mixer.apply(entries)
+        return recorded
+
+    def _load_tokens(self, record: Adapter, data) -> None:
+        import torch
+
+        tok, te = self.pipe.tokenizer, self.pipe.text_encoder
+        for token, vectors in data.embeddings.items():
+            if token in self.loaded_tokens:
+                continue
+            tokens = [token] + [f"{token}_{i}" for i in range(1, vectors.shape[0])]
+            clash = [t for t in tokens if t in tok.get_vocab()]
+            if clash:
+                raise UsageError(f"{record.label}: token {clash[0]!r} is already a word of this base's tokenizer")
+            tok.add_tokens(tokens)
+            te.resize_token_embeddings(len(tok), mean_resizing=False)
+            emb = te.get_input_embeddings().weight
+            with torch.no_grad():
+                for t, v in zip(tokens, vectors):
+                    emb[tok.convert_tokens_to_ids(t)] = v.to(emb.dtype)
+            self.loaded_tokens.add(token)
+
+    def render(self, *, prompt: str, negative: str, seed: int, steps: int, guidance: float, width: int,
+               height: int, image=None, strength: float | None = None, mask=None):
+        """One image with the current weights."""
+        import torch
+
+        g = torch.Generator(device="cpu").manual_seed(seed)
+        common = dict(prompt=prompt, negative_prompt=negative or None, num_inference_steps=steps,
+                      guidance_scale=guidance, generator=g)
+        with torch.no_grad():
+            if image is None:
+                return self.pipe(height=height, width=width, **common).images[0]
+            if mask is None:
+                from diffusers import StableDiffusionImg2ImgPipeline
+
+                p = StableDiffusionImg2ImgPipeline(**self.pipe.components)
+                p.set_progress_bar_config(disable=True)
+                return p(image=image, strength=strength, **common).images[0]
+            from diffusers import StableDiffusionInpaintPipeline
+
+            p = StableDiffusionInpaintPipeline(**self.pipe.components)
+            p.set_progress_bar_config(disable=True)
+            return p(image=image, mask_image=mask, strength=strength, height=image.height, width=image.width,
+                     **common).images[0]

@@ -1,0 +1,172 @@
+"""Generation requests end to end: resolve adapters, render one image per seed, store every image
+as a blob with an output record (the full recipe), and optionally write PNGs whose text chunks A1111
+and civitai read."""
+
+from __future__ import annotations
+
+import io
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from registry import Adapter, BlobStore, Output, Registry, parse_name
+
+from .. import __version__
+from ..errors import InputError, UsageError
+from .engine import AdapterChoice, Session, check_seed
+
+MAX_TOKENS = 77
+
+
+@dataclass
+class Request:
+    prompt: str
+    negative: str = ""
+    steps: int = 30
+    guidance: float = 7.5
+    seed: int | None = None
+    n: int = 1
+    width: int = 512
+    height: int = 512
+    scheduler: str = "ddim"
+    adapters: list = field(default_factory=list)  # [(spec "NAME[@v]", weight, te_weight|None)]
+    kind: str = "txt2img"  # txt2img | img2img | inpaint
+    content: str | None = None  # image path (img2img / inpaint)
+    mask: str | None = None
+    strength: float = 0.6
+    extra: dict = field(default_factory=dict)  # e.g. {"grid": …, "sweep": …}
+
+    def validate(self) -> None:
+        if not self.prompt.strip():
+            raise UsageError("the prompt is empty; say what to draw, e.g. \"a cat\"")
+        if self.n < 1:
+            raise UsageError(f"--n {self.n}: make at least one image (--n 1)")
+        if self.steps < 1:
+            raise UsageError(f"--steps {self.steps} must be >= 1 (20–50 is usual)")
+        if self.width % 8 or self.height % 8 or self.width < 8 or self.height < 8:
+            raise UsageError(f"--size {self.width}x{self.height}: both sides must be multiples of 8 (e.g. 512x512)")
+        if not 0 < self.strength <= 1:
+            raise UsageError(f"--strength {self.strength} must be in (0, 1] (0.6 keeps the layout and changes the style)")
+        if self.seed is not None:
+            check_seed(self.seed)
+            check_seed(self.seed + self.n - 1)
+
+
+def resolve_choices(reg: Registry, specs) -> list[AdapterChoice]:
+    choices, seen = [], {}
+    for spec, weight, te in specs:
+        record = reg.resolve(Adapter, spec)
+        if record.id in seen or record.name in {c.record.name for c in choices}:
+            raise UsageError(f"{parse_name(spec).full} is given twice; give each adapter once with its total weight")
+        seen[record.id] = spec
+        choices.append(AdapterChoice(record, 1.0 if weight is None else weight, te))
+    return choices
+
+
+def prompt_cut(pipe, prompt: str) -> str | None:
+    """The part of the prompt past 77 tokens, which CLIP never sees (None when it fits)."""
+    from ..train.data import truncated_prompts
+
+    cut = truncated_prompts(pipe.tokenizer, [prompt])
+    return cut[0][1] if cut else None
+
+
+def _load_image(path: str, what: str):
+    from ..data.images import BadImage, load_image
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise InputError(f"{what} {p} does not exist")
+    try:
+        return load_image(p).image
+    except BadImage as exc:
+        raise InputError(f"{what} {p} is not a usable image: {exc}") from None
+
+
+def prepare_content(req: Request, warn):
+    """Content image (and mask) sized for the model: multiples of 8; a mask of another size is
+    resized to the content's (and said so)."""
+    from PIL import Image
+
+    image = _load_image(req.content, "content image")
+    w, h = image.width // 8 * 8, image.height // 8 * 8
+    if (w, h) != image.size:
+        warn(f"content image is {image.width}x{image.height}; cropped to {w}x{h} (multiples of 8)")
+        image = image.crop((0, 0, w, h))
+    mask = None
+    if req.mask:
+        mask = _load_image(req.mask, "mask").convert("L")
+        if mask.size != image.size:
+            warn(f"mask is {mask.width}x{mask.height} but the content is {w}x{h}; the mask was stretched to "
+                 f"{w}x{h} (white = repaint, black = keep)")
+            mask = mask.resize(image.size, Image.Resampling.NEAREST)
+    return image, mask
+
+
+def generate(req: Request, *, registry: Registry | None = None, session: Session | None = None,
+             out_dir: str | Path | None = None, warn=None) -> list[Output]:
+    """Render req.n images and register each one; returns their output records."""
+    from .pngmeta import GenParams, save_png
+
+    warn = warn or (lambda m: None)
+    req.validate()
+    reg = registry or Registry()
+    choices = resolve_choices(reg, req.adapters)
+    image = mask = content_blob = mask_blob = None
+    if req.content:
+        image, mask = prepare_content(req, warn)
+        req.kind = "inpaint" if mask is not None else "img2img"
+        req.width, req.height = image.size
+    session = session or Session.open(req.extra.get("base"))
+    cut = prompt_cut(session.pipe, req.prompt)
+    if cut:
+        warn(f"the prompt is longer than {MAX_TOKENS} tokens; this part is cut: {cut!r}")
+    session.set_scheduler(req.scheduler)
+    recorded = session.apply(choices, reg, warn)
+    blobs = BlobStore(reg.home)
+    if image is not None:
+        content_blob = blobs.put_bytes(_png_bytes(image))
+        mask_blob = blobs.put_bytes(_png_bytes(mask)) if mask is not None else None
+    first = req.seed if req.seed is not None else random.SystemRandom().randint(0, 2**32 - req.n)
+    outputs = []
+    out_path = Path(out_dir).expanduser() if out_dir else None
+    if out_path:
+        out_path.mkdir(parents=True, exist_ok=True)
+    for i in range(req.n):
+        seed = first + i
+        img = session.render(prompt=req.prompt, negative=req.negative, seed=seed, steps=req.steps,
+                             guidance=req.guidance, width=req.width, height=req.height, image=image,
+                             strength=req.strength if image is not None else None, mask=mask)
+        record = Output(kind=req.kind, prompt=req.prompt, negative=req.negative, seed=seed, steps=req.steps,
+                        guidance=req.guidance, width=img.width, height=img.height, scheduler=req.scheduler,
+                        base=session.identity, adapters=recorded, content_blob=content_blob,
+                        params={"strength": req.strength if image is not None else None, "mask_blob": mask_blob,
+                                "styler_version": __version__, **{k: v for k, v in req.extra.items() if k != "base"}})
+        params = GenParams(prompt=req.prompt, negative=req.negative, steps=req.steps, guidance=req.guidance,
+                           seed=seed, width=img.width, height=img.height, sampler=req.scheduler,
+                           model_name=session.identity.get("name", ""), model_hash=session.identity.get("hash", ""),
+                           adapters=[{"name": a["name"], "weight": a["weight"], "te_weight": a["te_weight"],
+                                      "hash": a["hash"]} for a in recorded],
+                           strength=req.strength if image is not None else None, kind=req.kind)
+        buf = io.BytesIO()
+        save_png(img, buf, params, recipe(record))
+        digest = blobs.put_bytes(buf.getvalue())
+        record = reg.insert(record.replace(blob=digest))
+        if out_path:
+            (out_path / f"{record.id}.png").write_bytes(buf.getvalue())
+        outputs.append(record)
+    return outputs
+
+
+def recipe(o: Output) -> dict:
+    """What the PNG's styler chunk holds: enough to make the image again."""
+    keys = ("id", "kind", "prompt", "negative", "seed", "steps", "guidance", "width", "height", "scheduler",
+            "base", "adapters", "content_blob", "params")
+    data = asdict(o)
+    return {"styler": __version__, **{k: data[k] for k in keys}}
+
+
+def _png_bytes(image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
