@@ -1,0 +1,1 @@
+"""Image generation helpers: PNG generation metadata (A1111-compatible) and labelled contact sheets."""
