@@ -76,3 +76,80 @@ def show(
     for k in ("trainable_params", "commit", "styler_version"):
         if a.metadata.get(k):
             out.print(f"  {k:<9} {escape(json.dumps(a.metadata[k]) if not isinstance(a.metadata[k], str) else a.metadata[k])}")
+
+
+@app.command("import")
+def import_(
+    file: Annotated[str, typer.Argument(help="A kohya/webui, diffusers or peft LoRA .safetensors, or an embedding.", show_default=False)],
+    name: Annotated[str, typer.Argument(help="Name to register it under.", show_default=False)],
+    base: Annotated[str, typer.Option(help="Base model it is for (checked layer by layer).")] = "",
+    as_json: Json = False,
+) -> None:
+    """Import an adapter file (the format is detected; pickles are refused)."""
+    from ..adapters.library import import_adapter
+
+    a = import_adapter(file, name, base_spec=base or None)
+    if as_json:
+        print_json(a.to_dict())
+        return
+    out.print(f"imported [bold]{escape(a.label)}[/] from {escape(a.metadata.get('source_format', '?'))} format "
+              f"({a.metadata.get('layers', 0)} layers)")
+
+
+@app.command()
+def export(
+    name: Annotated[str, typer.Argument(help="NAME[@VERSION].", show_default=False)],
+    format: Annotated[str, typer.Option("--format", help="kohya (A1111/ComfyUI) | diffusers | peft.")] = "kohya",
+    out_file: Annotated[str, typer.Option("--out", help="Output .safetensors file.")] = "",
+) -> None:
+    """Write an adapter in another format."""
+    from ..adapters.library import export_adapter
+
+    path = export_adapter(name, format, out_file or None)
+    out.print(str(path))
+
+
+@app.command()
+def merge(
+    new: Annotated[str, typer.Argument(help="Name of the merged adapter.", show_default=False)],
+    parts: Annotated[list[str], typer.Argument(help="NAME[@V]=WEIGHT for each adapter.", show_default=False)],
+    method: Annotated[str, typer.Option(help="concat (exact; ranks add up) | svd (approximate at --rank).")] = "concat",
+    rank: Annotated[int, typer.Option(help="Rank for --method svd.")] = 0,
+    as_json: Json = False,
+) -> None:
+    """Merge adapters into a new one."""
+    from ..adapters.library import merge_adapters
+    from ..generate.engine import parse_adapter_spec
+
+    specs = []
+    for p in parts:
+        n, w = parse_adapter_spec(p)
+        specs.append((n, 1.0 if w is None else w))
+    a, err = merge_adapters(new, specs, method=method, rank=rank or None)
+    if as_json:
+        print_json({"adapter": a.to_dict(), "relative_error": err})
+        return
+    extra = f"; relative error {err:.4f}" if err is not None else " (exact)"
+    out.print(f"merged into [bold]{escape(a.label)}[/], rank {a.rank}{extra}")
+
+
+@app.command()
+def rm(
+    name: Annotated[str, typer.Argument(help="NAME@VERSION for one version, NAME for all.", show_default=False)],
+    yes: Annotated[bool, typer.Option("-y", "--yes", help="Do not ask.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would go.")] = False,
+) -> None:
+    """Remove adapter versions (files are freed by `styler registry prune`)."""
+    from ..adapters.library import plan_remove, remove_adapters
+
+    plan = plan_remove(name)
+    for a in plan:
+        out.print(f"{'would remove' if dry_run else 'remove'} {escape(a.label)}")
+    if dry_run:
+        return
+    if not yes and not typer.confirm(f"remove {len(plan)} adapter version(s)?", err=True):
+        raise typer.Exit(1)
+    used = remove_adapters(plan)
+    if used:
+        note(f"{used} output(s) made with it keep its id in their records")
+    note("free the files with `styler registry prune`")

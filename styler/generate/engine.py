@@ -61,6 +61,7 @@ class Session:
     identity: dict = field(default_factory=dict)
     loaded_tokens: set = field(default_factory=set)
     _data_cache: dict = field(default_factory=dict)
+    _variants: dict = field(default_factory=dict)
 
     @classmethod
     def open(cls, base_spec: str | None = None) -> "Session":
@@ -148,14 +149,17 @@ class Session:
             if image is None:
                 return self.pipe(height=height, width=width, **common).images[0]
             if mask is None:
-                from diffusers import StableDiffusionImg2ImgPipeline
+                return self._variant("StableDiffusionImg2ImgPipeline")(image=image, strength=strength, **common).images[0]
+            return self._variant("StableDiffusionInpaintPipeline")(
+                image=image, mask_image=mask, strength=strength, height=image.height, width=image.width, **common
+            ).images[0]
 
-                p = StableDiffusionImg2ImgPipeline(**self.pipe.components)
-                p.set_progress_bar_config(disable=True)
-                return p(image=image, strength=strength, **common).images[0]
-            from diffusers import StableDiffusionInpaintPipeline
+    def _variant(self, cls_name: str):
+        """img2img/inpaint pipelines sharing the loaded components (and so the mixed weights)."""
+        if cls_name not in self._variants:
+            import diffusers
 
-            p = StableDiffusionInpaintPipeline(**self.pipe.components)
+            p = getattr(diffusers, cls_name)(**self.pipe.components, requires_safety_checker=False)
             p.set_progress_bar_config(disable=True)
-            return p(image=image, mask_image=mask, strength=strength, height=image.height, width=image.width,
-                     **common).images[0]
+            self._variants[cls_name] = p
+        return self._variants[cls_name]

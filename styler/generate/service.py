@@ -47,6 +47,9 @@ class Request:
             raise UsageError(f"--size {self.width}x{self.height}: both sides must be multiples of 8 (e.g. 512x512)")
         if not 0 < self.strength <= 1:
             raise UsageError(f"--strength {self.strength} must be in (0, 1] (0.6 keeps the layout and changes the style)")
+        if self.content and int(self.steps * self.strength) < 1:
+            raise UsageError(f"--strength {self.strength:g} with --steps {self.steps} runs no denoising step "
+                             f"(steps × strength < 1); raise --steps or --strength")
         if self.seed is not None:
             check_seed(self.seed)
             check_seed(self.seed + self.n - 1)

@@ -1,0 +1,460 @@
+"""Adapter files in and out as `.safetensors` (pickles are refused unopened): peft (what styler's
+trainer writes), older diffusers, kohya/A1111, textual-inversion embeddings. Readers produce the
+canonical `AdapterData` (lora.py) keyed by (component, live module path); text-encoder paths carry
+no `text_model.` (transformers 5 has none; older files and kohya names do; both are read).
+
+Alpha as diffusers' `load_lora_weights` applies it. peft/diffusers: the `lora_adapter_metadata` JSON
+(flat `unet.lora_alpha`, `unet.alpha_pattern`, …), patterns matched as peft does (first regex
+`(.*\\.)?(key)$` in order); no metadata: alpha = rank. kohya: the `.alpha` scalar, else rank.
+
+Written layouts:
+- "peft": `unet.<module>.lora_A.weight` / `.lora_B.weight` (+ `.lora_magnitude_vector`), same for
+  `text_encoder.`; metadata with the most common rank/alpha as `r`/`lora_alpha`, others in
+  `rank_pattern`/`alpha_pattern` keyed by full module path.
+- "kohya": `lora_unet_<module_with_>` / `lora_te_text_model_<module_with_>` + `.lora_down.weight`,
+  `.lora_up.weight`, `.alpha` (0-d), `.dora_scale`; metadata `ss_network_dim`/`ss_network_alpha`. All
+  modules get the most common alpha, other layers' alpha ratio folded into their up weights (ΔW
+  unchanged): diffusers' kohya loader silently drops differing per-module alphas (measured, 0.42).
+- "diffusers": pre-peft layout `unet.<module>.lora.down.weight`/`.up.weight`,
+  `text_encoder.<module>.lora_linear_layer.down.weight`/`.up.weight`. It has no place for an alpha
+  (diffusers loads it at alpha = rank), so alpha/rank is baked into the up weights.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+from ..errors import InputError, UsageError, WriteError
+from .lora import AdapterData, LoraLayer
+
+PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle"}
+WRITE_FORMATS = ("peft", "kohya", "diffusers")
+TI_TOKENS_KEY = "styler.ti_tokens"
+LORA_META_KEY = "lora_adapter_metadata"
+
+_PEFT = re.compile(r"^(?:(unet|text_encoder)\.)?(.+)\.(lora_A|lora_B)(?:\.default)?\.weight$")
+_PEFT_MAG = re.compile(r"^(?:(unet|text_encoder)\.)?(.+)\.lora_magnitude_vector(?:\.default)?(?:\.weight)?$")
+_DIFF = re.compile(r"^(?:(unet|text_encoder)\.)?(.+)\.(?:lora|lora_linear_layer)\.(down|up)\.weight$")
+_DIFF_OLD = re.compile(r"\.(to_q|to_k|to_v|to_out)_lora\.(down|up)\.weight$")
+_KOHYA = re.compile(r"^lora_(unet|te|te1|te2)_(\w+)\.(lora_down\.weight|lora_up\.weight|alpha|dora_scale)$")
+_KOHYA_PREFIX = re.compile(r"^lora_(unet|te\d?)_")
+_KOHYA_PART = {"lora_down.weight": "down", "lora_up.weight": "up", "alpha": "alpha", "dora_scale": "magnitude"}
+_OLD_TE = {"to_q": "q_proj", "to_k": "k_proj", "to_v": "v_proj", "to_out": "out_proj"}
+# SD-1.5 module-name words that contain "_", for kohya names read without the model's module list
+_SD_WORDS = ("transformer_blocks", "down_blocks", "up_blocks", "mid_block", "time_emb_proj", "conv_shortcut",
+             "time_embedding", "linear_1", "linear_2", "proj_in", "proj_out", "to_out", "to_q", "to_k", "to_v",
+             "conv_in", "conv_out", "text_model", "self_attn", "q_proj", "k_proj", "v_proj", "out_proj",
+             "final_layer_norm", "layer_norm1", "layer_norm2", "text_projection")
+
+
+# ---------------------------------------------------------------- opening files
+
+
+def _check_path(path) -> Path:
+    p = Path(path).expanduser()
+    suffix = p.suffix.lower()
+    if suffix in PICKLE_SUFFIXES:
+        raise InputError(f"{p}: {suffix} files are pickles and styler never unpickles; convert it to .safetensors")
+    if suffix not in (".safetensors", ""):  # no suffix: registry blobs (blobs/sha256/ab/<hash>)
+        raise InputError(f"{p}: not a .safetensors file; styler reads adapters only as .safetensors")
+    if not p.is_file():
+        raise InputError(f"{p} does not exist")
+    return p
+
+
+def _header(path) -> tuple[Path, dict, dict]:
+    """(path, {key: shape}, metadata) without reading any tensor."""
+    from safetensors import safe_open
+
+    p = _check_path(path)
+    try:
+        with safe_open(str(p), framework="pt") as fh:
+            shapes = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
+            meta = dict(fh.metadata() or {})
+    except Exception as exc:  # safetensors raises its own error types for broken headers
+        raise InputError(f"{p} is not a readable .safetensors file ({str(exc).splitlines()[0][:200]})") from None
+    return p, shapes, meta
+
+
+def _load(p: Path) -> dict:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(p))
+    except Exception as exc:
+        raise InputError(f"{p}: cannot read tensors ({str(exc).splitlines()[0][:200]})") from None
+
+
+def _classify(p: Path, shapes: dict, meta: dict) -> str:
+    keys = list(shapes)
+    if keys and any(_KOHYA_PREFIX.match(k) for k in keys):
+        return "kohya"
+    if any(_PEFT.match(k) for k in keys):
+        return "peft"
+    if any(_DIFF.match(k) or _DIFF_OLD.search(k) for k in keys):
+        return "diffusers"
+    if any(_PEFT_MAG.match(k) for k in keys):
+        return "peft"
+    one_tensor = len(keys) == 1 and len(shapes[keys[0]]) in (1, 2)
+    if one_tensor or "emb_params" in keys or any(k.startswith("string_to_param") for k in keys):
+        return "textual-inversion"
+    sample = ", ".join(keys[:3]) or "none"
+    raise InputError(f"{p}: unexpected keys (e.g. {sample}): not a LoRA or embedding styler can read")
+
+
+def detect_format(path) -> str:
+    """"peft" | "diffusers" | "kohya" | "textual-inversion" from the key names (header only)."""
+    return _classify(*_header(path))
+
+
+# ---------------------------------------------------------------- reading
+
+
+def _te_path(module: str) -> str:
+    return module.removeprefix("text_model.")
+
+
+def _guess_component(module: str) -> str:
+    return "text_encoder" if re.search(r"text_model|encoder\.layers|self_attn|mlp\.fc", module) else "unet"
+
+
+def _parse_peft(key: str):
+    key = key.removeprefix("base_model.model.")  # peft's own save_pretrained of one model
+    if m := _PEFT.match(key):
+        return m.group(1), m.group(2), "down" if m.group(3) == "lora_A" else "up"
+    if m := _PEFT_MAG.match(key):
+        return m.group(1), m.group(2), "magnitude"
+    return None
+
+
+def _parse_diffusers(key: str):
+    key = key.replace(".processor.", ".")
+    old = _DIFF_OLD.search(key)
+    if old:  # LoRAAttnProcessor era: attn1.processor.to_q_lora.down.weight
+        key = key[: old.start()] + f".{old.group(1)}.lora.{old.group(2)}.weight"
+    m = _DIFF.match(key)
+    if not m:
+        return _parse_peft(key)
+    comp, module, part = m.group(1), m.group(2), m.group(3)
+    comp = comp or _guess_component(module)
+    last = module.rsplit(".", 1)[-1]
+    if old and comp == "text_encoder":
+        module = module[: -len(last)] + _OLD_TE[last]
+    elif old and last == "to_out":
+        module += ".0"
+    return comp, module, part
+
+
+def _kohya_lookup(module_names: dict | None) -> dict:
+    """(component, name with "_") -> live path; text-encoder names also with A1111's `text_model_`."""
+    table = {}
+    for comp, names in (module_names or {}).items():
+        for name in map(_te_path, names):
+            table[(comp, name.replace(".", "_"))] = name
+            table[(comp, "text_model_" + name.replace(".", "_"))] = name
+    return table
+
+
+def _kohya_guess(flat: str) -> str:
+    dotted = flat.replace("_", ".")
+    for word in sorted(_SD_WORDS, key=len, reverse=True):
+        dotted = dotted.replace(word.replace("_", "."), word)
+    return dotted
+
+
+def _parse_kohya(p: Path, key: str, table: dict):
+    m = _KOHYA.match(key)
+    if not m:
+        raise InputError(f"{p}: unsupported key {key} (only plain LoRA/LoCon is read: no LoHa, LoKr or CP layers)")
+    net, flat, part = m.groups()
+    if net == "te2":
+        raise InputError(f"{p}: {key} is for a second text encoder (SDXL); styler reads SD-1.5 adapters")
+    comp = "unet" if net == "unet" else "text_encoder"
+    if table:
+        module = table.get((comp, flat))
+        if module is None:
+            raise InputError(f"{p}: {key} names no module of this base's {comp}")
+    else:
+        module = _kohya_guess(flat)
+    return comp, module, _KOHYA_PART[part]
+
+
+def _component_meta(meta: dict, comp: str) -> dict | None:
+    try:
+        flat = json.loads(meta.get(LORA_META_KEY) or "{}")
+    except ValueError:
+        return None
+    sub = {k[len(comp) + 1:]: v for k, v in flat.items() if k.startswith(comp + ".")}
+    return sub or None
+
+
+def _pattern_value(patterns: dict, module: str, default):
+    """peft's lookup: the first pattern key that regex-matches the module path as a suffix."""
+    for key, value in (patterns or {}).items():
+        if re.match(rf"(.*\.)?({key})$", module):
+            return value
+    return default
+
+
+def _peft_alpha(cfg: dict | None, module: str, rank: int) -> float:
+    if cfg is None:
+        return float(rank)
+    alpha = float(_pattern_value(cfg.get("alpha_pattern"), module, cfg.get("lora_alpha", 8)))
+    if cfg.get("use_rslora"):  # peft scales by alpha/sqrt(r); canonical scale is alpha/r
+        alpha *= math.sqrt(rank)
+    return alpha
+
+
+def read_adapter(path, module_names: dict | None = None) -> AdapterData:
+    """Any supported file as AdapterData. `module_names` ({component: module paths}, see
+    `model_module_names`) resolves kohya's underscore names exactly; without it SD-1.5 naming is assumed."""
+    p, shapes, meta = _header(path)
+    fmt = _classify(p, shapes, meta)
+    tensors = _load(p)
+    if fmt == "textual-inversion":
+        return AdapterData("textual-inversion", embeddings=_read_ti(p, tensors, meta), metadata=meta, format=fmt)
+    table = _kohya_lookup(module_names) if fmt == "kohya" else {}
+    parts: dict = {}
+    for key, tensor in tensors.items():
+        if fmt == "kohya":
+            parsed = _parse_kohya(p, key, table)
+        else:
+            parsed = _parse_diffusers(key) if fmt == "diffusers" else _parse_peft(key)
+            if parsed is None:
+                raise InputError(f"{p}: unsupported key {key} in a {fmt} LoRA file")
+            parsed = ((parsed[0] or _guess_component(parsed[1])),) + parsed[1:]
+        comp, module, part = parsed
+        if comp == "text_encoder":
+            module = _te_path(module)
+        slot = parts.setdefault((comp, module), {})
+        if part in slot:
+            raise InputError(f"{p}: {key} duplicates another key for {comp}.{module}")
+        slot[part] = tensor
+    cfgs = {c: _component_meta(meta, c) for c in ("unet", "text_encoder")}
+    layers = {}
+    for (comp, module), slot in parts.items():
+        if "down" not in slot or "up" not in slot:
+            missing = "up" if "down" in slot else "down"
+            raise InputError(f"{p}: {comp}.{module} has no {missing} weight; the file is incomplete")
+        down, up = slot["down"], slot["up"]
+        rank = down.shape[0]
+        if down.dim() not in (2, 4) or up.dim() != down.dim() or up.shape[1] != rank or \
+                (up.dim() == 4 and tuple(up.shape[2:]) != (1, 1)):
+            raise InputError(f"{p}: {comp}.{module} has down {list(down.shape)} and up {list(up.shape)}, "
+                             f"which do not make a LoRA")
+        if fmt == "kohya":
+            alpha = float(slot["alpha"].item()) if "alpha" in slot else float(rank)
+        else:
+            alpha = _peft_alpha(cfgs[comp], module, rank)
+        mag = slot.get("magnitude")
+        if mag is not None:
+            # kohya/LyCORIS also write input-side scales [1, in]: refused, even when in == out
+            if mag.numel() != up.shape[0] or (fmt == "kohya" and mag.shape[0] != up.shape[0]):
+                raise InputError(f"{p}: {comp}.{module} has a DoRA scale of shape {list(mag.shape)}; "
+                                 f"only per-output-row scales ({up.shape[0]}) are supported")
+            mag = mag.reshape(-1)
+        layers[(comp, module)] = LoraLayer(comp, module, down, up, alpha, mag)
+    return AdapterData("lora", layers=layers, metadata=meta, format=fmt)
+
+
+def _read_ti(p: Path, tensors: dict, meta: dict) -> dict:
+    out = {}
+    for key, t in tensors.items():
+        token = key
+        if key == "emb_params" or key.startswith("string_to_param"):  # A1111: the token is the file's name
+            try:
+                token = json.loads(meta.get(TI_TOKENS_KEY, "[]"))[0]
+            except (ValueError, IndexError, TypeError):
+                token = meta.get("name") or p.stem
+        t = t.unsqueeze(0) if t.dim() == 1 else t
+        if t.dim() != 2:
+            raise InputError(f"{p}: embedding {key} has shape {list(t.shape)}; expected [vectors, dim]")
+        out[token] = t
+    return out
+
+
+# ---------------------------------------------------------------- the model side
+
+
+def model_module_names(pipe) -> dict[str, set[str]]:
+    """{"unet": …, "text_encoder": …}: paths of every Linear/Conv2d (peft-wrapped ones counted once,
+    by the wrapper's path); text-encoder paths without `text_model.`."""
+    import torch
+
+    out = {}
+    for comp in ("unet", "text_encoder"):
+        model = getattr(pipe, comp, None)
+        names, inside = set(), "\0"
+        for name, mod in (model.named_modules() if model is not None else []):
+            if name.startswith(inside):  # named_modules is depth first: a wrapper's children follow it
+                continue
+            if hasattr(mod, "base_layer"):  # a peft tuner layer around the real module
+                inside = name + "."
+                names.add(_te_path(name))
+            elif isinstance(mod, (torch.nn.Linear, torch.nn.Conv2d)):
+                names.add(_te_path(name))
+        out[comp] = names
+    return out
+
+
+def _find_module(model, comp: str, module: str):
+    for name in [module] + ([f"text_model.{module}"] if comp == "text_encoder" else []):
+        try:
+            return model.get_submodule(name)
+        except AttributeError:
+            continue
+    return None
+
+
+def _delta_shape(layer: LoraLayer) -> list[int]:
+    return [int(layer.up.shape[0]), *map(int, layer.down.shape[1:])]
+
+
+def check_compatible(data: AdapterData, pipe) -> None:
+    """InputError naming the first layer (or embedding) that does not fit the pipeline."""
+    head = "adapter does not fit this base: first mismatch"
+    if data.kind == "textual-inversion":
+        dim = int(pipe.text_encoder.get_input_embeddings().weight.shape[1])
+        for token, vec in data.embeddings.items():
+            if int(vec.shape[-1]) != dim:
+                raise InputError(f"{head} embedding {token!r}: {int(vec.shape[-1])} dims vs the text encoder's {dim}")
+        return
+    for layer in data.layers.values():
+        model = getattr(pipe, layer.component, None)
+        mod = _find_module(model, layer.component, layer.module) if model is not None else None
+        weight = getattr(getattr(mod, "base_layer", mod), "weight", None)
+        if weight is None:
+            raise InputError(f"{head} {layer.component}.{layer.module}: the base has no module {layer.module}")
+        want, have = _delta_shape(layer), list(weight.shape)
+        if want != have:
+            raise InputError(f"{head} {layer.component}.{layer.module}: adapter ΔW {want} vs model weight {have}")
+
+
+# ---------------------------------------------------------------- writing
+
+
+def _most_common(values):
+    return Counter(values).most_common(1)[0][0]
+
+
+def _peft_config(layers: list[LoraLayer]) -> dict:
+    from peft import LoraConfig
+
+    dora = {layer.magnitude is not None for layer in layers}
+    if len(dora) > 1:
+        raise UsageError(f"{layers[0].component}: DoRA and plain LoRA layers mixed cannot be one peft config")
+    r = _most_common(layer.rank for layer in layers)
+    alpha = _most_common(float(layer.alpha) for layer in layers)
+    cfg = LoraConfig(
+        r=r, lora_alpha=alpha, target_modules=sorted(layer.module for layer in layers),
+        rank_pattern={layer.module: layer.rank for layer in layers if layer.rank != r},
+        alpha_pattern={layer.module: float(layer.alpha) for layer in layers if float(layer.alpha) != alpha},
+        use_dora=dora.pop(), init_lora_weights=True)
+    return {k: sorted(v) if isinstance(v, (set, frozenset)) else v for k, v in cfg.to_dict().items()}
+
+
+def _tensor(t):
+    return t.detach().to("cpu").contiguous().clone()
+
+
+def _peft_magnitude(layer: LoraLayer):
+    """peft keeps a Linear's DoRA magnitude as [out] and a Conv2d's as [1, out, 1, 1]."""
+    mag = layer.magnitude.reshape(-1)
+    return _tensor(mag.reshape(1, -1, 1, 1) if layer.down.dim() == 4 else mag)
+
+
+def _lora_tensors(data: AdapterData, fmt: str) -> tuple[dict, dict]:
+    import torch
+
+    tensors, meta = {}, {}
+    layers = list(data.layers.values())
+    common = _most_common(float(layer.alpha) for layer in layers)
+    for layer in layers:
+        comp, module = layer.component, layer.module
+        if fmt == "peft":
+            stem = f"{comp}.{module}"
+            tensors[f"{stem}.lora_A.weight"] = _tensor(layer.down)
+            tensors[f"{stem}.lora_B.weight"] = _tensor(layer.up)
+            if layer.magnitude is not None:
+                tensors[f"{stem}.lora_magnitude_vector"] = _peft_magnitude(layer)
+        elif fmt == "kohya":
+            net = "lora_unet_" if comp == "unet" else "lora_te_text_model_"
+            stem = net + module.replace(".", "_")
+            up, alpha = layer.up, float(layer.alpha)
+            if alpha != common and common != 0:  # one alpha for all: see the module docstring
+                up, alpha = (up.float() * (alpha / common)).to(up.dtype), common
+            tensors[f"{stem}.lora_down.weight"] = _tensor(layer.down)
+            tensors[f"{stem}.lora_up.weight"] = _tensor(up)
+            tensors[f"{stem}.alpha"] = torch.tensor(alpha, dtype=torch.float32)
+            if layer.magnitude is not None:  # per output row: [out, 1] / [out, 1, 1, 1]
+                shape = [-1] + [1] * (layer.down.dim() - 1)
+                tensors[f"{stem}.dora_scale"] = _tensor(layer.magnitude.reshape(shape))
+        else:
+            inner = "lora" if comp == "unet" else "lora_linear_layer"
+            stem = f"{comp}.{module}.{inner}"
+            tensors[f"{stem}.down.weight"] = _tensor(layer.down)
+            up = layer.up.float() * layer.scale
+            tensors[f"{stem}.up.weight"] = _tensor(up.to(layer.up.dtype))
+            if layer.magnitude is not None:
+                tensors[f"{comp}.{module}.lora_magnitude_vector"] = _peft_magnitude(layer)
+    if fmt == "peft":
+        flat = {}
+        for comp in ("unet", "text_encoder"):
+            own = [layer for layer in layers if layer.component == comp]
+            if own:
+                flat.update({f"{comp}.{k}": v for k, v in _peft_config(own).items()})
+        meta[LORA_META_KEY] = json.dumps(flat, indent=2, sort_keys=True)
+    elif fmt == "kohya":
+        meta["ss_network_dim"] = str(_most_common(layer.rank for layer in layers))
+        meta["ss_network_alpha"] = f"{common:g}"
+        meta.setdefault("ss_network_module", "networks.lora")
+    return tensors, meta
+
+
+def write_adapter(data: AdapterData, path, fmt: str = "peft", metadata: dict | None = None) -> Path:
+    """Write `data` to `path` (.safetensors) atomically. LoRAs as fmt "peft" | "kohya" | "diffusers"
+    (see the module docstring); textual-inversion data as `{token: tensor[n, dim]}` whatever fmt.
+    The file's metadata: data.metadata, then `metadata`, then the keys the format itself needs."""
+    from safetensors.torch import save_file
+
+    dest = Path(path).expanduser()
+    if dest.suffix.lower() != ".safetensors":
+        raise UsageError(f"{dest}: adapters are written as .safetensors; give a path ending in .safetensors")
+    if fmt not in WRITE_FORMATS:
+        raise UsageError(f"unknown adapter format {fmt!r}; use one of {', '.join(WRITE_FORMATS)}")
+    meta = {k: v for k, v in data.metadata.items()
+            if k not in (LORA_META_KEY, "ss_network_dim", "ss_network_alpha")}
+    meta.update({str(k): v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()})
+    meta.pop(LORA_META_KEY, None)  # only ever the one built here: a stale one would rescale what diffusers loads
+    if data.kind == "textual-inversion":
+        if not data.embeddings:
+            raise UsageError("nothing to write: the embedding has no tokens")
+        tensors = {token: _tensor(t if t.dim() == 2 else t.reshape(1, -1)) for token, t in data.embeddings.items()}
+        if len(tensors) == 1 and TI_TOKENS_KEY not in meta:
+            token, t = next(iter(tensors.items()))
+            meta[TI_TOKENS_KEY] = json.dumps([token] + [f"{token}_{i}" for i in range(1, t.shape[0])])
+    else:
+        if not data.layers:
+            raise UsageError("nothing to write: the adapter has no layers")
+        tensors, own = _lora_tensors(data, fmt)
+        meta.update(own)
+    meta["format"] = "pt"
+    tmp = None
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+        os.close(fd)
+        save_file(tensors, tmp, metadata=meta)
+        os.replace(tmp, dest)
+    except OSError as exc:
+        raise WriteError(f"could not write {dest} ({exc.strerror or exc})") from None
+    finally:
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
+    return dest

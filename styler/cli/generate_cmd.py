@@ -1,0 +1,226 @@
+"""`styler generate | mix | transfer | grid | regen`: images from the base with one adapter or an
+exact weighted mix, style transfer, studies, and exact re-renders."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .common import escape, note, out, print_json, warn
+
+Negative = Annotated[str, typer.Option("--negative", help="Negative prompt.")]
+Steps = Annotated[int, typer.Option(help="Sampling steps.")]
+Guidance = Annotated[float, typer.Option(help="CFG scale.")]
+Seed = Annotated[Optional[int], typer.Option(help="Seed of the first image (the next ones add 1); random if not given.")]
+N = Annotated[int, typer.Option("--n", help="Number of images.")]
+Size = Annotated[str, typer.Option(help="WIDTHxHEIGHT, multiples of 8 (default: the base's native size).")]
+Sched = Annotated[str, typer.Option("--scheduler", help="ddim | euler | euler-a | dpm++ | dpm++-karras | unipc | pndm | ddpm.")]
+Base = Annotated[Optional[str], typer.Option(help="Base model: tiny, an HF repo id, a folder or a .safetensors file.")]
+OutDir = Annotated[Optional[Path], typer.Option("--out", help="Also write PNGs (with A1111-readable parameters) here.")]
+Json = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+AdapterOpt = Annotated[Optional[list[str]], typer.Option("--adapter", help="NAME[@V][=WEIGHT], repeatable.")]
+UnetScale = Annotated[Optional[float], typer.Option("--unet-scale", help="Multiply every adapter's UNet weight.")]
+TeScale = Annotated[Optional[float], typer.Option("--te-scale", help="Text-encoder weight for every adapter (default: its UNet weight).")]
+
+_SPEC = re.compile(r"^[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)?(@(\d+|latest))?=")
+
+
+def _size(text: str, default: int) -> tuple[int, int]:
+    from ..errors import UsageError
+
+    if not text:
+        return default, default
+    m = re.fullmatch(r"(\d+)(?:x(\d+))?", text)
+    if not m:
+        raise UsageError(f"--size {text!r}: use WIDTHxHEIGHT, e.g. 512x512, or one number for a square")
+    w = int(m[1])
+    return w, int(m[2] or w)
+
+
+def _default_size(base: str | None) -> int:
+    from ..models.resolve import resolve_base
+
+    b = resolve_base(base or None)
+    return 64 if b.kind == "tiny" else 512
+
+
+def _request(prompt, *, adapters, negative, steps, guidance, seed, n, size, scheduler, base, unet_scale=None,
+             te_scale=None, te=None, **extra):
+    from ..generate.engine import parse_adapter_spec
+    from ..generate.service import Request
+
+    specs = []
+    te = list(te or [])
+    for i, spec in enumerate(adapters or []):
+        name, weight = parse_adapter_spec(spec)
+        w = 1.0 if weight is None else weight
+        if unet_scale is not None:
+            w *= unet_scale
+        t = te[i] if i < len(te) else te_scale
+        specs.append((name, w, t))
+    if len(te) > len(specs):
+        from ..errors import UsageError
+
+        raise UsageError(f"{len(te)} --te weights for {len(specs)} adapter(s); give one per adapter, in order")
+    w, h = _size(size, _default_size(base))
+    return Request(prompt=prompt, negative=negative, steps=steps, guidance=guidance, seed=seed, n=n, width=w,
+                   height=h, scheduler=scheduler, adapters=specs, extra={"base": base, **extra})
+
+
+def _show(outputs, as_json: bool, out_dir, extra: dict | None = None) -> None:
+    if as_json:
+        print_json({"outputs": [o.to_dict() for o in outputs], **(extra or {})})
+        return
+    for o in outputs:
+        mix = " + ".join(f"{a['name']}@{a['version']}={a['weight']:g}" for a in o.adapters) or "base"
+        where = f"  {out_dir / (o.id + '.png')}" if out_dir else ""
+        out.print(f"{o.id}  seed {o.seed}  [{escape(mix)}]{escape(where)}")
+    for k, v in (extra or {}).items():
+        out.print(f"{k}: {escape(str(v))}")
+    if not out_dir:
+        note("images are in the registry: `styler registry ls outputs`; add --out DIR for PNG files")
+
+
+def generate(
+    prompt: Annotated[str, typer.Argument(help="What to draw.", show_default=False)],
+    adapter: AdapterOpt = None,
+    negative: Negative = "",
+    steps: Steps = 30,
+    guidance: Guidance = 7.5,
+    seed: Seed = None,
+    n: N = 1,
+    size: Size = "",
+    scheduler: Sched = "ddim",
+    unet_scale: UnetScale = None,
+    te_scale: TeScale = None,
+    base: Base = None,
+    out_dir: OutDir = None,
+    as_json: Json = False,
+) -> None:
+    """Text to image, with no adapter (the baseline), one, or several (an exact mix)."""
+    from ..generate.service import generate as run
+
+    req = _request(prompt, adapters=adapter, negative=negative, steps=steps, guidance=guidance, seed=seed, n=n,
+                   size=size, scheduler=scheduler, base=base, unet_scale=unet_scale, te_scale=te_scale)
+    if not req.adapters:
+        req.kind = "txt2img"
+    _show(run(req, out_dir=out_dir, warn=warn), as_json, out_dir)
+
+
+def mix(
+    items: Annotated[list[str], typer.Argument(help="NAME=WEIGHT … then the prompt, e.g. anime=0.5 watercolor=0.5 \"a cat\".", show_default=False)],
+    te: Annotated[Optional[list[float]], typer.Option("--te", help="Text-encoder weight per adapter, in order (repeatable).")] = None,
+    sweep: Annotated[Optional[str], typer.Option("--sweep", help="A:B — render the series from all-A to all-B as a labelled grid.")] = None,
+    sweep_values: Annotated[Optional[str], typer.Option("--sweep-values", help="Comma list of t for --sweep (default 0,.2,.4,.5,.6,.8,1).")] = None,
+    negative: Negative = "",
+    steps: Steps = 30,
+    guidance: Guidance = 7.5,
+    seed: Seed = None,
+    n: N = 1,
+    size: Size = "",
+    scheduler: Sched = "ddim",
+    base: Base = None,
+    out_dir: OutDir = None,
+    as_json: Json = False,
+) -> None:
+    """An exact weighted mix of adapters: W + Σ wᵢ·(αᵢ/rᵢ)·BᵢAᵢ for every targeted layer."""
+    from ..errors import UsageError
+
+    specs = [i for i in items if _SPEC.match(i)]
+    words = [i for i in items if not _SPEC.match(i)]
+    if len(words) != 1:
+        raise UsageError(f"give the adapters as NAME=WEIGHT and exactly one prompt (quoted); got {len(words)} "
+                         f"other argument(s): {', '.join(map(repr, words[:3]))}")
+    if not specs:
+        raise UsageError("no adapters in the mix; give NAME=WEIGHT, e.g. anime=0.5 watercolor=0.5 \"a cat\"")
+    req = _request(words[0], adapters=specs, negative=negative, steps=steps, guidance=guidance, seed=seed, n=n,
+                   size=size, scheduler=scheduler, base=base, te=te)
+    if sweep:
+        from ..generate.studies import SWEEP_DEFAULT, run_sweep
+
+        a, sep, b = sweep.partition(":")
+        if not sep or not a or not b:
+            raise UsageError(f"--sweep {sweep!r}: use A:B with two adapters of the mix")
+        try:
+            values = [float(v) for v in sweep_values.split(",")] if sweep_values else list(SWEEP_DEFAULT)
+        except ValueError:
+            raise UsageError(f"--sweep-values {sweep_values!r}: use numbers, e.g. 0,0.5,1") from None
+        outputs, sheet = run_sweep(req, a, b, values, out_dir=out_dir, warn=warn)
+        _show(outputs, as_json, out_dir, {"grid": str(sheet)})
+        return
+    from ..generate.service import generate as run
+
+    _show(run(req, out_dir=out_dir, warn=warn), as_json, out_dir)
+
+
+def transfer(
+    content: Annotated[Path, typer.Argument(help="The image whose layout is kept.", show_default=False)],
+    prompt: Annotated[str, typer.Argument(help="What the result shows, e.g. the style's trigger words.", show_default=False)],
+    adapter: AdapterOpt = None,
+    strength: Annotated[float, typer.Option(help="How much may change: 0 keeps the content, 1 ignores it.")] = 0.6,
+    mask: Annotated[Optional[Path], typer.Option(help="Only the white part of this mask changes (inpainting).")] = None,
+    negative: Negative = "",
+    steps: Steps = 30,
+    guidance: Guidance = 7.5,
+    seed: Seed = None,
+    n: N = 1,
+    scheduler: Sched = "ddim",
+    base: Base = None,
+    out_dir: OutDir = None,
+    as_json: Json = False,
+) -> None:
+    """Style transfer (img2img): keep the content's layout, apply the style; with --mask, inpaint."""
+    from ..generate.service import generate as run
+
+    req = _request(prompt, adapters=adapter, negative=negative, steps=steps, guidance=guidance, seed=seed, n=n,
+                   size="", scheduler=scheduler, base=base)
+    req.content, req.mask, req.strength = str(content), str(mask) if mask else None, strength
+    _show(run(req, out_dir=out_dir, warn=warn), as_json, out_dir)
+
+
+def grid(
+    prompt: Annotated[str, typer.Argument(help="What to draw.", show_default=False)],
+    x: Annotated[str, typer.Option("--x", help="Columns: guidance|scale|steps|seed=v1,v2,…")],
+    y: Annotated[Optional[str], typer.Option("--y", help="Rows, same form as --x.")] = None,
+    adapter: AdapterOpt = None,
+    negative: Negative = "",
+    steps: Steps = 30,
+    guidance: Guidance = 7.5,
+    seed: Seed = None,
+    size: Size = "",
+    scheduler: Sched = "ddim",
+    base: Base = None,
+    out_dir: OutDir = None,
+    as_json: Json = False,
+) -> None:
+    """An X/Y study over guidance, adapter scale, steps or seed, as one labelled contact sheet."""
+    from ..generate.studies import parse_axis, run_grid
+
+    req = _request(prompt, adapters=adapter, negative=negative, steps=steps, guidance=guidance, seed=seed, n=1,
+                   size=size, scheduler=scheduler, base=base)
+    outputs, sheet = run_grid(req, parse_axis(x), parse_axis(y) if y else None, out_dir=out_dir, warn=warn)
+    _show(outputs, as_json, out_dir, {"grid": str(sheet)})
+
+
+def regen(
+    source: Annotated[str, typer.Argument(help="An output id, or a PNG written by styler.", show_default=False)],
+    out_dir: OutDir = None,
+    as_json: Json = False,
+) -> None:
+    """Make an image again from its recipe; same device and dtype give identical pixels."""
+    from ..generate.regen import regenerate
+
+    new, same = regenerate(source, out_dir=out_dir, warn=warn)
+    if as_json:
+        print_json({"output": new.to_dict(), "identical": same})
+        return
+    _show([new], False, out_dir)
+    out.print("identical pixels to the original" if same else "pixels differ from the original (other device, dtype or library version?)")
+
+
+def register(app: typer.Typer) -> None:
+    for fn in (generate, mix, transfer, grid, regen):
+        app.command(fn.__name__, rich_help_panel="Generate")(fn)

@@ -1,0 +1,367 @@
+"""Adapter file formats: detection, reading into the canonical form, kohya/diffusers/peft export,
+what diffusers' own loader makes of the exports, base-compatibility checks, refused inputs."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from styler.adapters.formats import (check_compatible, detect_format, model_module_names, read_adapter,
+                                     write_adapter)
+from styler.adapters.lora import AdapterData, LoraLayer
+from styler.errors import InputError
+
+Q = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"
+CONV = "down_blocks.0.resnets.0.conv1"
+TE_Q = "encoder.layers.0.self_attn.q_proj"
+
+
+def _pipe(tiny_base_dir):
+    from styler.models.load import load_pipeline
+    from styler.models.resolve import BaseModel
+
+    return load_pipeline(BaseModel(name="tiny", kind="tiny", path=tiny_base_dir))
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_base_dir, tmp_path_factory):
+    """A styler LoRA file (rank 4, alpha 2, attention + conv + text encoder, random B) and the
+    peft-wrapped pipeline that wrote it."""
+    from styler.train.config import build_config
+    from styler.train.methods import make_method
+
+    pipe = _pipe(tiny_base_dir)
+    method = make_method(build_config(dataset="x", rank=4, alpha=2, targets="attn+conv", text_encoder=True))
+    method.prepare(pipe)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in method.trainable().items():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    path = method.save(tmp_path_factory.mktemp("lora") / "styler.safetensors", {"styler.adapter": "t/x@1"})
+    return path, pipe
+
+
+@pytest.fixture(scope="module")
+def base_pipe(tiny_base_dir):
+    return _pipe(tiny_base_dir)
+
+
+def _image(pipe):
+    g = torch.Generator().manual_seed(0)
+    return pipe("a cat", num_inference_steps=2, height=64, width=64, generator=g, output_type="np").images[0]
+
+
+def _peft_deltas(pipe) -> dict:
+    """(component, module) -> ΔW exactly as the loaded peft layers apply it (scaling · B @ A)."""
+    out = {}
+    for comp in ("unet", "text_encoder"):
+        for name, mod in getattr(pipe, comp).named_modules():
+            if hasattr(mod, "base_layer") and len(mod.lora_A):
+                (adapter,) = list(mod.lora_A)
+                a, b = mod.lora_A[adapter].weight, mod.lora_B[adapter].weight
+                layer = LoraLayer(comp, name, a.detach(), b.detach(), mod.scaling[adapter] * a.shape[0])
+                out[(comp, name)] = layer.delta()
+    return out
+
+
+def _loaded(pipe, path):
+    """Load a file with diffusers' own loader; (image, deltas); unload again."""
+    pipe.load_lora_weights(str(path))
+    try:
+        return _image(pipe), _peft_deltas(pipe)
+    finally:
+        pipe.unload_lora_weights()
+
+
+def _same_layers(a: AdapterData, b: AdapterData):
+    assert set(a.layers) == set(b.layers)
+    for key, x in a.layers.items():
+        y = b.layers[key]
+        assert torch.equal(x.down, y.down) and torch.equal(x.up, y.up), key
+        assert x.alpha == y.alpha, key
+
+
+def _varied(data: AdapterData) -> AdapterData:
+    """Per-layer ranks and alphas that differ from one another."""
+    layers = {}
+    for i, (key, l) in enumerate(sorted(data.layers.items())):
+        r = (4, 2, 3)[i % 3]
+        layers[key] = LoraLayer(l.component, l.module, l.down[:r].clone(), l.up[:, :r].clone(), (2.0, 3.0, 0.5)[i % 5 % 3])
+    return AdapterData("lora", layers=layers, metadata=dict(data.metadata), format=data.format)
+
+
+# ---------------------------------------------------------------- reading styler's own files
+
+
+def test_styler_file_reads_as_diffusers_applies_it(trained, base_pipe):
+    path, train_pipe = trained
+    assert detect_format(path) == "peft"
+    data = read_adapter(path)
+    assert data.kind == "lora" and data.format == "peft" and data.metadata["styler.adapter"] == "t/x@1"
+    assert {l.alpha for l in data.layers.values()} == {2.0} and {l.rank for l in data.layers.values()} == {4}
+    assert data.components() == {"unet", "text_encoder"}
+    assert data.layers[("unet", CONV)].down.shape == (4, 32, 3, 3)  # conv layers
+    assert ("text_encoder", TE_Q) in data.layers  # live names: no text_model. prefix
+    trained_deltas = _peft_deltas(train_pipe)
+    _, loaded = _loaded(base_pipe, path)
+    assert set(loaded) == set(trained_deltas) == set(data.layers)
+    for key, layer in data.layers.items():
+        assert torch.allclose(layer.delta(), loaded[key], atol=1e-7), key
+        assert torch.allclose(layer.delta(), trained_deltas[key], atol=1e-7), key
+
+
+def test_model_module_names_sees_through_peft_wrappers(trained, base_pipe):
+    names = model_module_names(base_pipe)
+    assert Q in names["unet"] and CONV in names["unet"] and TE_Q in names["text_encoder"]
+    assert not any("lora" in n or "base_layer" in n for n in names["unet"])
+    assert model_module_names(trained[1]) == names
+
+
+def test_peft_round_trip(trained, tmp_path):
+    data = read_adapter(trained[0])
+    out = write_adapter(data, tmp_path / "p.safetensors", "peft", {"note": "x", "n": 3})
+    blob = tmp_path / ("cd" * 32)
+    blob.write_bytes(out.read_bytes())
+    back = read_adapter(blob)
+    _same_layers(data, back)
+    assert back.metadata["styler.adapter"] == "t/x@1" and back.metadata["note"] == "x" and back.metadata["n"] == "3"
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_varied_ranks_and_alphas_survive_peft(trained, tmp_path):
+    data = _varied(read_adapter(trained[0]))
+    assert len({l.rank for l in data.layers.values()}) == 3 and len({l.alpha for l in data.layers.values()}) == 3
+    out = write_adapter(data, tmp_path / "v.safetensors", "peft")
+    meta = json.loads(safe_open(str(out), "pt").metadata()["lora_adapter_metadata"])
+    assert meta["unet.rank_pattern"] and meta["unet.alpha_pattern"] and meta["text_encoder.alpha_pattern"]
+    _same_layers(data, read_adapter(out))
+
+
+@pytest.mark.parametrize("fmt", ["peft", "kohya", "diffusers"])
+def test_diffusers_applies_exported_varied_ranks_and_alphas_exactly(trained, base_pipe, tmp_path, fmt):
+    data = _varied(read_adapter(trained[0]))
+    out = write_adapter(data, tmp_path / f"v-{fmt}.safetensors", fmt)
+    _, loaded = _loaded(base_pipe, out)
+    assert set(loaded) == set(data.layers)
+    for key, layer in data.layers.items():
+        assert torch.allclose(layer.delta(), loaded[key], atol=1e-7), key
+
+
+def test_peft_without_metadata_is_alpha_rank(tmp_path):
+    down, up = torch.randn(2, 32), torch.randn(32, 2)
+    p = tmp_path / "nometa.safetensors"
+    save_file({f"unet.{Q}.lora_A.weight": down, f"unet.{Q}.lora_B.weight": up,
+               f"text_encoder.text_model.{TE_Q}.lora_A.weight": down.clone(),
+               f"text_encoder.text_model.{TE_Q}.lora_B.weight": up.clone()}, p)
+    data = read_adapter(p)
+    assert data.layers[("unet", Q)].alpha == 2.0 and data.layers[("text_encoder", TE_Q)].alpha == 2.0
+
+
+def test_dora_magnitudes_carried(base_pipe, tmp_path):
+    g = torch.Generator().manual_seed(1)
+    layers = {("unet", Q): LoraLayer("unet", Q, torch.randn(2, 32, generator=g), torch.randn(32, 2, generator=g),
+                                     1.0, torch.rand(32, generator=g) + 0.5),
+              ("unet", CONV): LoraLayer("unet", CONV, torch.randn(2, 32, 3, 3, generator=g),
+                                        torch.randn(32, 2, 1, 1, generator=g), 1.0, torch.rand(32, generator=g) + 0.5)}
+    data = AdapterData("lora", layers=layers)
+    for fmt in ("peft", "kohya", "diffusers"):
+        back = read_adapter(write_adapter(data, tmp_path / f"dora-{fmt}.safetensors", fmt))
+        for key, layer in layers.items():
+            assert torch.equal(back.layers[key].magnitude, layer.magnitude), (fmt, key)
+    stem = "lora_unet_" + Q.replace(".", "_")
+    save_file({f"{stem}.lora_down.weight": torch.zeros(2, 32), f"{stem}.lora_up.weight": torch.zeros(32, 2),
+               f"{stem}.dora_scale": torch.ones(1, 32)}, tmp_path / "in-side.safetensors")
+    with pytest.raises(InputError, match=r"DoRA scale of shape \[1, 32\]"):
+        read_adapter(tmp_path / "in-side.safetensors")
+    out = tmp_path / "dora-peft.safetensors"
+    with safe_open(str(out), "pt") as f:
+        assert f.get_tensor(f"unet.{CONV}.lora_magnitude_vector").shape == (1, 32, 1, 1)  # peft's conv layout
+        assert json.loads(f.metadata()["lora_adapter_metadata"])["unet.use_dora"] is True
+    base_pipe.load_lora_weights(str(out))
+    try:
+        for key, layer in layers.items():
+            mod = base_pipe.unet.get_submodule(key[1])
+            (adapter,) = list(mod.lora_magnitude_vector)
+            assert torch.equal(mod.lora_magnitude_vector[adapter].weight.reshape(-1), layer.magnitude)
+    finally:
+        base_pipe.unload_lora_weights()
+
+
+# ---------------------------------------------------------------- kohya and diffusers exports
+
+
+def test_kohya_export_layout_and_round_trip(trained, tmp_path):
+    data = read_adapter(trained[0])
+    out = write_adapter(data, tmp_path / "k.safetensors", "kohya")
+    assert detect_format(out) == "kohya"
+    with safe_open(str(out), "pt") as f:
+        keys, meta = set(f.keys()), f.metadata()
+        alpha = f.get_tensor(f"lora_unet_{Q.replace('.', '_')}.alpha")
+    assert f"lora_unet_{Q.replace('.', '_')}.lora_down.weight" in keys
+    assert f"lora_unet_{CONV.replace('.', '_')}.lora_up.weight" in keys
+    assert "lora_te_text_model_encoder_layers_0_self_attn_q_proj.lora_up.weight" in keys
+    assert alpha.dim() == 0 and float(alpha) == 2.0 and all(k.startswith(("lora_unet_", "lora_te_")) for k in keys)
+    assert (meta["ss_network_dim"], meta["ss_network_alpha"], meta["styler.adapter"]) == ("4", "2", "t/x@1")
+    back = read_adapter(out)
+    assert back.format == "kohya"
+    _same_layers(data, back)  # SD-1.5 naming without the module list
+    _same_layers(data, read_adapter(out, module_names=model_module_names(trained[1])))
+
+
+def test_kohya_varied_alphas_fold_into_one(trained, tmp_path):
+    data = _varied(read_adapter(trained[0]))
+    back = read_adapter(write_adapter(data, tmp_path / "kv.safetensors", "kohya"))
+    assert {l.alpha for l in back.layers.values()} == {2.0}
+    for key, layer in data.layers.items():
+        assert back.layers[key].rank == layer.rank
+        assert torch.allclose(back.layers[key].delta(), layer.delta(), atol=1e-7), key
+
+
+@pytest.mark.parametrize("fmt", ["kohya", "diffusers", "peft"])
+def test_exports_load_in_diffusers_like_the_styler_file(trained, base_pipe, tmp_path, fmt):
+    path = trained[0]
+    before = _image(base_pipe)
+    styler_img, styler_deltas = _loaded(base_pipe, path)
+    out = write_adapter(read_adapter(path), tmp_path / f"{fmt}.safetensors", fmt)
+    img, deltas = _loaded(base_pipe, out)
+    assert set(deltas) == set(styler_deltas)
+    for key, d in styler_deltas.items():
+        assert torch.allclose(deltas[key], d, atol=1e-7), key
+    assert np.abs(img - styler_img).max() < 1e-5
+    assert np.abs(img - before).max() > 1e-3
+    assert np.array_equal(_image(base_pipe), before)  # unloading restored the base
+
+
+def test_diffusers_export_bakes_alpha_and_older_layouts_read(trained, tmp_path):
+    data = read_adapter(trained[0])
+    out = write_adapter(data, tmp_path / "d.safetensors", "diffusers")
+    with safe_open(str(out), "pt") as f:
+        assert f"unet.{Q}.lora.down.weight" in f.keys()
+        assert f"text_encoder.{TE_Q}.lora_linear_layer.up.weight" in f.keys()
+    back = read_adapter(out)
+    assert back.format == "diffusers" and {l.alpha for l in back.layers.values()} == {4.0}
+    assert "lora_adapter_metadata" not in back.metadata  # it would rescale the baked weights in diffusers
+    for key, layer in data.layers.items():
+        assert torch.allclose(back.layers[key].delta(), layer.delta(), atol=1e-7)
+    # LoRAAttnProcessor era: attn1.processor.to_q_lora / text_model....to_q_lora
+    d, u = torch.randn(2, 32), torch.randn(32, 2)
+    old = tmp_path / "old.safetensors"
+    attn = Q.removesuffix(".to_q")
+    save_file({f"unet.{attn}.processor.to_out_lora.down.weight": d, f"unet.{attn}.processor.to_out_lora.up.weight": u,
+               "text_encoder.text_model.encoder.layers.0.self_attn.to_q_lora.down.weight": d.clone(),
+               "text_encoder.text_model.encoder.layers.0.self_attn.to_q_lora.up.weight": u.clone()}, old)
+    assert detect_format(old) == "diffusers"
+    assert set(read_adapter(old).layers) == {("unet", f"{attn}.to_out.0"), ("text_encoder", TE_Q)}
+
+
+# ---------------------------------------------------------------- fitting a base
+
+
+def test_check_compatible(trained, base_pipe, tmp_path):
+    data = read_adapter(trained[0])
+    check_compatible(data, base_pipe)
+    check_compatible(data, trained[1])  # also with peft layers in place
+    bad = dict(data.layers)
+    bad[("unet", Q)] = LoraLayer("unet", Q, torch.randn(4, 48), torch.randn(32, 4), 4.0)
+    out = write_adapter(AdapterData("lora", layers=bad), tmp_path / "other.safetensors", "kohya")
+    with pytest.raises(InputError) as err:
+        check_compatible(read_adapter(out), base_pipe)
+    assert err.value.message == (f"adapter does not fit this base: first mismatch unet.{Q}: "
+                                 f"adapter ΔW [32, 48] vs model weight [32, 32]")
+    ghost = AdapterData("lora", layers={("unet", "down_blocks.7.x"): LoraLayer("unet", "down_blocks.7.x",
+                                                                               torch.zeros(1, 2), torch.zeros(2, 1), 1.0)})
+    with pytest.raises(InputError, match="has no module down_blocks.7.x"):
+        check_compatible(ghost, base_pipe)
+    ti = AdapterData("textual-inversion", embeddings={"<t>": torch.zeros(1, 768)})
+    with pytest.raises(InputError, match="768 dims vs the text encoder's 32"):
+        check_compatible(ti, base_pipe)
+
+
+def test_kohya_sd15_names_without_a_module_list(tmp_path):
+    names = ["down_blocks.2.attentions.1.transformer_blocks.0.attn2.to_out.0", "mid_block.resnets.1.time_emb_proj",
+             "up_blocks.3.attentions.2.transformer_blocks.0.ff.net.0.proj", "up_blocks.1.upsamplers.0.conv",
+             "down_blocks.1.resnets.0.conv_shortcut", "up_blocks.3.attentions.0.proj_out"]
+    te = ["encoder.layers.11.self_attn.out_proj", "encoder.layers.3.mlp.fc2"]
+    tensors = {}
+    for comp, module in [("unet", n) for n in names] + [("text_encoder", n) for n in te]:
+        stem = ("lora_unet_" if comp == "unet" else "lora_te_text_model_") + module.replace(".", "_")
+        tensors.update({f"{stem}.lora_down.weight": torch.zeros(1, 4), f"{stem}.lora_up.weight": torch.zeros(4, 1),
+                        f"{stem}.alpha": torch.tensor(0.5)})
+    save_file(tensors, tmp_path / "sd15.safetensors")
+    data = read_adapter(tmp_path / "sd15.safetensors")
+    assert set(data.layers) == {("unet", n) for n in names} | {("text_encoder", n) for n in te}
+    assert {l.alpha for l in data.layers.values()} == {0.5}
+
+
+def test_kohya_name_not_in_base_is_named(trained, tmp_path):
+    p = tmp_path / "sdxl_like.safetensors"
+    save_file({"lora_unet_input_blocks_4_1_proj_in.lora_down.weight": torch.zeros(2, 32),
+               "lora_unet_input_blocks_4_1_proj_in.lora_up.weight": torch.zeros(32, 2)}, p)
+    with pytest.raises(InputError, match="lora_unet_input_blocks_4_1_proj_in.lora_down.weight names no module"):
+        read_adapter(p, module_names=model_module_names(trained[1]))
+
+
+# ---------------------------------------------------------------- embeddings and refusals
+
+
+def test_textual_inversion_files(tmp_path):
+    vec = torch.randn(2, 32)
+    p = tmp_path / "ti.safetensors"
+    save_file({"<mifu>": vec}, p, metadata={"styler.ti_tokens": json.dumps(["<mifu>", "<mifu>_1"])})
+    assert detect_format(p) == "textual-inversion"
+    data = read_adapter(p)
+    assert data.kind == "textual-inversion" and torch.equal(data.embeddings["<mifu>"], vec)
+    out = write_adapter(data, tmp_path / "copy.safetensors", "peft")
+    assert torch.equal(read_adapter(out).embeddings["<mifu>"], vec)
+    a1111 = tmp_path / "style.safetensors"
+    save_file({"emb_params": vec}, a1111)
+    assert detect_format(a1111) == "textual-inversion"
+    assert list(read_adapter(a1111).embeddings) == ["style"]
+
+
+def test_unexpected_and_unsupported_keys(tmp_path):
+    p = tmp_path / "model.safetensors"
+    save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(2, 2, 1, 1),
+               "model.diffusion_model.out.2.weight": torch.zeros(2, 2, 1, 1)}, p)
+    with pytest.raises(InputError, match=r"unexpected keys \(e.g. model.diffusion_model.input_blocks.0.0.weight, "
+                                         r"model.diffusion_model.out.2.weight\): not a LoRA or embedding") as err:
+        detect_format(p)
+    assert str(p) in err.value.message
+    loha = tmp_path / "loha.safetensors"
+    save_file({"lora_unet_mid_block_attentions_0_proj_in.hada_w1_a": torch.zeros(2, 2),
+               "lora_unet_mid_block_attentions_0_proj_in.alpha": torch.tensor(1.0)}, loha)
+    assert detect_format(loha) == "kohya"
+    with pytest.raises(InputError, match="unsupported key lora_unet_mid_block_attentions_0_proj_in.hada_w1_a"):
+        read_adapter(loha)
+    half = tmp_path / "half.safetensors"
+    save_file({f"unet.{Q}.lora_A.weight": torch.zeros(2, 32)}, half)
+    with pytest.raises(InputError, match="has no up weight"):
+        read_adapter(half)
+
+
+@pytest.mark.parametrize("name", ["x.ckpt", "x.pt", "x.pth", "x.bin", "x.pkl"])
+def test_pickles_refused_unopened(tmp_path, name):
+    p = tmp_path / name
+    p.write_bytes(b"\x80\x04garbage that would be a pickle")
+    for fn in (detect_format, read_adapter):
+        with pytest.raises(InputError, match="styler never unpickles; convert it to .safetensors"):
+            fn(p)
+
+
+def test_other_bad_paths(tmp_path):
+    (tmp_path / "x.txt").write_text("hi")
+    with pytest.raises(InputError, match="not a .safetensors file"):
+        read_adapter(tmp_path / "x.txt")
+    with pytest.raises(InputError, match="does not exist"):
+        read_adapter(tmp_path / "missing.safetensors")
+    blob = tmp_path / ("ab" * 32)  # registry blobs have no suffix; the header decides
+    blob.write_bytes(b"\x80\x04garbage that would be a pickle")
+    with pytest.raises(InputError, match="not a readable .safetensors"):
+        read_adapter(blob)
+    (tmp_path / "broken.safetensors").write_bytes(b"\x00" * 3)
+    with pytest.raises(InputError, match="not a readable .safetensors"):
+        read_adapter(tmp_path / "broken.safetensors")
