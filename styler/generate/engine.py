@@ -22,6 +22,7 @@ SCHEDULERS = {
     "ddpm": ("DDPMScheduler", {}),
 }
 MAX_SEED = 2**32 - 1
+MIN_STEPS = {"pndm": 4}  # PNDM's Runge-Kutta warm-up needs 4 steps (diffusers fails below)
 
 
 @dataclass
@@ -95,6 +96,7 @@ class Session:
         if name not in SCHEDULERS:
             raise UsageError(f"unknown --scheduler {name!r}; use one of {', '.join(SCHEDULERS)}")
         cls_name, extra = SCHEDULERS[name]
+        self.scheduler_name = name
         cls = getattr(diffusers, cls_name)
         self.pipe.scheduler = cls.from_config(self.pipe.scheduler.config, **extra)
 
@@ -141,6 +143,10 @@ class Session:
                height: int, image=None, strength: float | None = None, mask=None):
         """One image with the current weights."""
         import torch
+
+        need = MIN_STEPS.get(getattr(self, "scheduler_name", ""), 1)
+        if steps < need:
+            raise UsageError(f"--scheduler {self.scheduler_name} needs --steps {need} or more")
 
         g = torch.Generator(device="cpu").manual_seed(seed)
         common = dict(prompt=prompt, negative_prompt=negative or None, num_inference_steps=steps,

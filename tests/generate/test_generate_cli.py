@@ -191,3 +191,24 @@ def test_long_prompt_warns_and_says_what_was_cut(styled):
 def test_large_weight_warns(styled):
     r = run_cli("generate", "a cat", *FAST, "--adapter", "anime=2.5")
     assert r.exit_code == 0 and "beyond ±2" in r.stderr
+
+
+@pytest.mark.parametrize("scheduler", ["ddim", "euler", "euler-a", "dpm++", "dpm++-karras", "unipc", "pndm", "ddpm"])
+def test_every_scheduler_renders_and_is_recorded(styled, scheduler):
+    (a,) = ids(run_cli("generate", "a cat", "--steps", "4", "--seed", "1", "--scheduler", scheduler, "--json"))
+    assert Registry().get(Output, a).scheduler == scheduler
+
+
+def test_pndm_with_too_few_steps_says_so(styled):
+    r = run_cli("generate", "a cat", "--steps", "3", "--scheduler", "pndm")
+    assert r.exit_code == 2 and "needs --steps 4 or more" in r.stderr
+
+
+def test_textual_inversion_adapter_adds_its_token(styled):
+    r = run_cli("train", "ink", "--base", "tiny", "--resolution", "32", "--method", "textual-inversion",
+                "--token", "<ink>", "--steps", "2", "--lr", "1e-1", "--name", "ink-ti")
+    assert r.exit_code == 0, r.stderr
+    (plain,) = ids(run_cli("generate", "a <ink> cat", *FAST, "--json"))
+    (with_ti,) = ids(run_cli("generate", "a <ink> cat", *FAST, "--adapter", "ink-ti", "--json"))
+    assert np.abs(pixels(styled, plain) - pixels(styled, with_ti)).max() > 0
+    assert Registry().get(Output, with_ti).adapters[0]["method"] == "textual-inversion"
