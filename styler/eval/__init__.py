@@ -1,0 +1,1 @@
+"""Evaluation: CLIP features, metrics, the style probe, reports."""
