@@ -67,12 +67,13 @@ def home() -> None:
 
 
 def _add_groups() -> None:
-    from . import adapters_cmd, data_cmd, generate_cmd, models_cmd, registry_cmd, train_cmd
+    from . import adapters_cmd, data_cmd, eval_cmd, generate_cmd, models_cmd, registry_cmd, train_cmd
 
     app.add_typer(data_cmd.app, name="data", rich_help_panel="Data")
     app.command("train", rich_help_panel="Train")(train_cmd.train)
     app.add_typer(adapters_cmd.app, name="adapters", rich_help_panel="Train")
     generate_cmd.register(app)
+    eval_cmd.register(app)
     app.add_typer(models_cmd.app, name="models", rich_help_panel="Setup")
     app.add_typer(registry_cmd.app, name="registry", rich_help_panel="Setup")
 

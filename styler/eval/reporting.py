@@ -1,0 +1,36 @@
+"""`styler report NAME… --out FILE.png|.html`: samples and scores of each subject in one file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from registry import Output, Registry
+
+from ..errors import UsageError
+from .run import output_images
+from .table import latest_scores
+
+SAMPLES = 8
+
+
+def write_report(names: list[str], out: str | Path, *, registry: Registry | None = None) -> Path:
+    from .report import SubjectReport, render_html, render_png
+
+    reg = registry or Registry()
+    path = Path(out).expanduser()
+    if path.suffix.lower() not in (".png", ".html"):
+        raise UsageError(f"--out {path}: use a .png or .html file name")
+    rows = latest_scores(reg, names)
+    missing = [n for n in names if not any(k == n or k.split("@")[0] == n for k in rows)]
+    if missing:
+        raise UsageError(f"no scores for {', '.join(missing)}; run `styler eval {missing[0]}` first")
+    subjects = []
+    for name, scores in sorted(rows.items(), key=lambda kv: (kv[0] == "baseline", kv[0])):
+        newest = max(scores.values(), key=lambda s: s.id)
+        outs = [reg.get(Output, i) for i in newest.output_ids[:SAMPLES]]
+        meaningful = all(s.protocol.get("clip", {}).get("meaningful", True) for s in scores.values())
+        subjects.append(SubjectReport(name=name, images=output_images(outs, reg),
+                                      scores={m: s.value for m, s in scores.items() if not m.startswith("probe:")},
+                                      meaningful=meaningful))
+    (render_png if path.suffix.lower() == ".png" else render_html)(subjects, path, title="styler report")
+    return path

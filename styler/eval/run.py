@@ -1,0 +1,210 @@
+"""`styler eval`: render (or reuse) images for an adapter or a mix and for the plain base with the
+same prompts and seeds, score both the same way, and store Score records with their protocol."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from registry import Adapter, BlobStore, Dataset, Output, Registry, Score, parse_name
+
+from ..errors import UsageError
+from ..generate.service import Request, generate
+
+DEFAULT_METRICS = ("clip_t", "style_sim", "cmmd", "fid", "kid")
+DATASET_METRICS = {"style_sim", "fid", "kid", "cmmd"}
+FALLBACK_PROMPTS = ("a cat", "a mountain landscape", "a portrait of a woman", "a bowl of fruit")
+
+
+@dataclass
+class Subject:
+    kind: str  # adapter | mix | baseline
+    name: str
+    adapters: list = field(default_factory=list)  # [(Adapter record, weight)]
+
+    def as_dict(self) -> dict:
+        d = {"kind": self.kind, "name": self.name}
+        if self.adapters:
+            d["adapters"] = [{"id": a.id, "name": a.label, "weight": w} for a, w in self.adapters]
+        if self.kind == "adapter":
+            d["id"] = self.adapters[0][0].id
+        return d
+
+    @property
+    def specs(self) -> list:
+        return [(a.label, w, None) for a, w in self.adapters]
+
+
+def parse_subject(text: str, reg: Registry) -> Subject:
+    """`anime`, `anime@2`, `anime=0.5+watercolor=0.5`, or `baseline`."""
+    from ..generate.engine import parse_adapter_spec
+
+    if text == "baseline":
+        return Subject("baseline", "baseline")
+    parts = [p for p in text.split("+") if p]
+    adapters = []
+    for p in parts:
+        name, w = parse_adapter_spec(p)
+        a = reg.resolve(Adapter, name)
+        if a.id in {x.id for x, _ in adapters}:
+            raise UsageError(f"{a.label} is in the mix twice")
+        adapters.append((a, 1.0 if w is None else w))
+    if len(adapters) == 1 and adapters[0][1] == 1.0:
+        return Subject("adapter", adapters[0][0].label, adapters)
+    return Subject("mix", "+".join(f"{a.label}={w:g}" for a, w in adapters), adapters)
+
+
+def default_prompts(subject: Subject, reg: Registry, n: int) -> list[str]:
+    """The adapters' own dataset captions (their style words and triggers), else a small set."""
+    lists = []
+    for a, _ in subject.adapters:
+        if not a.dataset_id:
+            continue
+        try:
+            d = reg.get(Dataset, a.dataset_id)
+        except Exception:
+            continue
+        rows = [json.loads(x) for x in (reg.home / d.path / "captions.jsonl").read_text("utf-8").splitlines() if x.strip()]
+        lists.append([r["text"] for r in rows if r["text"]])
+    prompts = []
+    for i in range(max((len(x) for x in lists), default=0)):
+        prompts += [x[i] for x in lists if i < len(x)]
+    return prompts[:n] or list(FALLBACK_PROMPTS)
+
+
+def read_prompts(path: str | Path) -> list[str]:
+    from ..data.captions import read_utf8
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise UsageError(f"--prompts {p} does not exist")
+    prompts = [line.strip() for line in read_utf8(p, str(p)).splitlines() if line.strip() and not line.startswith("#")]
+    if not prompts:
+        raise UsageError(f"--prompts {p} has no prompts (one per line)")
+    return prompts
+
+
+def _recipe_key(o: Output) -> tuple:
+    return (o.base.get("hash"), o.prompt, o.negative, o.seed, o.steps, o.guidance, o.width, o.height, o.scheduler,
+            tuple(sorted((a["id"], float(a["weight"]), float(a["te_weight"])) for a in o.adapters)), o.kind)
+
+
+def render_set(subject: Subject, prompts: list[str], seeds: list[int], settings: dict, reg: Registry, session,
+               warn) -> list[Output]:
+    """One image per (prompt, seed) pair, reusing outputs that already have the same recipe."""
+    existing = {}
+    for o in reg.all(Output):
+        existing.setdefault(_recipe_key(o), o)
+    outputs = []
+    for prompt, seed in zip(prompts, seeds):
+        req = Request(prompt=prompt, seed=seed, n=1, adapters=subject.specs, **settings)
+        want = (session.identity.get("hash"), prompt, "", seed, req.steps, req.guidance, req.width, req.height,
+                req.scheduler, tuple(sorted((a.id, float(w), float(w)) for a, w in subject.adapters)), "txt2img")
+        if want in existing:
+            outputs.append(existing[want])
+            continue
+        req.extra = {"eval": subject.name}
+        out = generate(req, registry=reg, session=session, warn=warn)[0]
+        existing[want] = out
+        outputs.append(out)
+    return outputs
+
+
+def output_images(outputs: list[Output], reg: Registry):
+    from PIL import Image
+
+    blobs = BlobStore(reg.home)
+    images = []
+    for o in outputs:
+        with blobs.open(o.blob) as fh:
+            images.append(Image.open(io.BytesIO(fh.read())).convert("RGB"))
+    return images
+
+
+def dataset_images(label: str, reg: Registry):
+    from ..train.data import load_items
+
+    d = reg.resolve(Dataset, label)
+    items = load_items(d, reg.home, "all")
+    if not items:
+        raise UsageError(f"{d.label} has no usable images to compare against")
+    return d, [it.path for it in items]
+
+
+def evaluate(text: str, *, prompts_file=None, n: int = 8, seed: int = 0, metrics: str | None = None,
+             against: str | None = None, clip: str | None = None, steps: int = 20, guidance: float = 7.5,
+             size: int | None = None, base: str | None = None, registry: Registry | None = None, warn=None) -> dict:
+    """Score a subject and the baseline; returns {subject name: {metric: value}} plus the protocol."""
+    from ..generate.engine import Session
+    from . import metrics as M
+    from .features import ClipFeatures, resolve_clip
+
+    warn = warn or (lambda m: None)
+    reg = registry or Registry()
+    if n < 1:
+        raise UsageError(f"--n {n}: evaluate at least one image")
+    chosen = M.parse_metrics(metrics) if metrics else list(DEFAULT_METRICS)
+    explicit = metrics is not None
+    subject = parse_subject(text, reg)
+    ref_label = against
+    if ref_label is None and subject.kind == "adapter" and subject.adapters[0][0].dataset_id:
+        try:
+            ref_label = reg.get(Dataset, subject.adapters[0][0].dataset_id).label
+        except Exception:
+            ref_label = None
+    if ref_label is None and DATASET_METRICS & set(chosen):
+        if explicit:
+            raise UsageError(f"{', '.join(sorted(DATASET_METRICS & set(chosen)))} compare with a dataset; give --against DATASET")
+        warn("no dataset to compare with (give --against DATASET); style_sim, fid, kid and cmmd are skipped")
+        chosen = [m for m in chosen if m not in DATASET_METRICS]
+    clip_ref = resolve_clip(clip)
+    if not clip_ref.meaningful:
+        warn(f"scoring with {clip_ref.name}: a toy CLIP for trying the workflow; its scores are not meaningful")
+    prompts = read_prompts(prompts_file) if prompts_file else default_prompts(subject, reg, n)
+    plist = [prompts[i % len(prompts)] for i in range(n)]
+    seeds = [seed + i for i in range(n)]
+    session = Session.open(base)
+    side = size or (64 if session.base.kind == "tiny" else 512)
+    settings = {"steps": steps, "guidance": guidance, "width": side, "height": side, "scheduler": "ddim"}
+    features = ClipFeatures.open(clip_ref)
+    ref_emb = None
+    protocol = {"clip": {"name": clip_ref.name, "hash": clip_ref.hash, "meaningful": clip_ref.meaningful},
+                "n": n, "seeds": [seeds[0], seeds[-1]], "prompts_sha256": hashlib.sha256("\n".join(plist).encode()).hexdigest(),
+                "steps": steps, "guidance": guidance, "size": side, "scheduler": "ddim", "resize": "shorter side to the CLIP input, center crop",
+                "base": session.identity}
+    if ref_label and DATASET_METRICS & set(chosen):
+        d, ref_paths = dataset_images(ref_label, reg)
+        protocol["against"] = {"name": d.label, "id": d.id, "content_hash": d.content_hash, "n": len(ref_paths)}
+        ref_emb = features.image_embeddings(ref_paths)
+    results = {}
+    for subj in ([subject] if subject.kind == "baseline" else [subject, Subject("baseline", "baseline")]):
+        outs = render_set(subj, plist, seeds, settings, reg, session, warn)
+        images = output_images(outs, reg)
+        emb = features.image_embeddings(images, keys=[o.blob for o in outs])
+        values = {}
+        for m in chosen:
+            if m == "clip_t":
+                values[m] = M.mean(M.clip_t(emb, features.text_embeddings(plist)))
+            elif m == "style_sim":
+                values[m] = M.style_sim(emb, ref_emb)
+            elif m in ("fid", "kid", "cmmd"):
+                try:
+                    M.check_samples(m, len(outs), ref_emb.shape[0])
+                except UsageError:
+                    if explicit:
+                        raise
+                    warn(f"{m} skipped: it needs more images than --n {n} (see `styler eval --help`)")
+                    continue
+                note = M.small_sample_warning(m, min(len(outs), ref_emb.shape[0]))
+                if note and subj.kind != "baseline":
+                    warn(note)
+                values[m] = {"fid": lambda: M.fid(emb, ref_emb), "cmmd": lambda: M.cmmd(emb, ref_emb),
+                             "kid": lambda: M.kid(emb, ref_emb)[0]}[m]()
+        for m, v in values.items():
+            reg.insert(Score(metric=m, value=float(v), subject=subj.as_dict(), output_ids=[o.id for o in outs],
+                             protocol=protocol))
+        results[subj.name] = values
+    return {"scores": results, "protocol": protocol}

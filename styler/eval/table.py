@@ -1,0 +1,63 @@
+"""The comparison table behind `styler scores`: the newest score per subject and metric."""
+
+from __future__ import annotations
+
+import math
+
+from registry import Registry, Score
+
+LOWER_IS_BETTER = {"fid", "kid", "cmmd"}
+ORDER = ("clip_t", "style_sim", "cmmd", "fid", "kid", "content_sim", "ssim", "style_strength")
+
+
+def latest_scores(reg: Registry, names: list[str] | None = None, metric: str | None = None) -> dict:
+    """{subject name: {metric: Score}} keeping the newest score of each pair."""
+    rows: dict[str, dict[str, Score]] = {}
+    for s in reg.all(Score):  # oldest first, so newer ones overwrite
+        name = s.subject.get("name", "?")
+        if metric and s.metric != metric:
+            continue
+        rows.setdefault(name, {})[s.metric] = s
+    if names:
+        wanted = set(names) | {"baseline"}
+        rows = {k: v for k, v in rows.items() if k in wanted or k.split("@")[0] in wanted}
+    return rows
+
+
+def columns(rows: dict) -> list[str]:
+    found = {m for r in rows.values() for m in r}
+    return [m for m in ORDER if m in found] + sorted(found - set(ORDER))
+
+
+def best(rows: dict, metric: str) -> str | None:
+    """The subject with the best `metric` among {subject: {metric: Score}}."""
+    return best_per_metric({n: {m: s.value for m, s in r.items()} for n, r in rows.items()}).get(metric)
+
+
+def lower_is_better(metric: str) -> bool:
+    return metric.lower() in LOWER_IS_BETTER
+
+
+def _valid(value) -> bool:
+    try:
+        return value is not None and not isinstance(value, bool) and math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def best_per_metric(rows: dict[str, dict[str, float]]) -> dict[str, str]:
+    """``{metric: subject}`` with the best value per metric (lowest for LOWER_IS_BETTER, else the
+    highest); None/NaN/inf are ignored, ties go to the first subject, all-invalid metrics are left out."""
+    best: dict[str, tuple[float, str]] = {}
+    for subject, scores in rows.items():
+        for metric, value in scores.items():
+            if not _valid(value):
+                continue
+            key = -float(value) if lower_is_better(metric) else float(value)
+            if metric not in best or key > best[metric][0]:
+                best[metric] = (key, subject)
+    return {metric: subject for metric, (_, subject) in best.items()}
+
+
+def ordered_subjects(rows: dict) -> list[str]:
+    return sorted(rows, key=lambda n: (n == "baseline", n))

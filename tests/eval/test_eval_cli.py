@@ -1,0 +1,125 @@
+"""`styler eval`, `styler eval probe`, `styler scores`, `styler report` with the tiny CLIP."""
+
+import json
+
+import pytest
+from PIL import Image
+
+from registry import Dataset, Output, Registry, Score
+from tests.helpers import run_cli
+
+QUICK = ["--clip", "tiny", "--steps", "2"]
+
+
+def _scores(name):
+    return {s.metric: s for s in Registry().all(Score) if s.subject.get("name") == name}
+
+
+def test_eval_scores_the_adapter_and_the_baseline_with_their_protocol(styled):
+    r = run_cli("eval", "anime", *QUICK, "--n", "6", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert "not meaningful" in r.stderr
+    data = json.loads(r.stdout)
+    assert set(data["scores"]) == {"anime@1", "baseline"}
+    mine, base = _scores("anime@1"), _scores("baseline")
+    assert {"clip_t", "style_sim", "cmmd"} <= set(mine) and set(mine) == set(base)
+    s = mine["style_sim"]
+    assert s.subject["kind"] == "adapter" and len(s.output_ids) == 6
+    assert s.protocol["clip"]["meaningful"] is False and s.protocol["against"]["name"] == "anime@1"
+    assert s.protocol["n"] == 6 and s.protocol["seeds"] == [0, 5]
+    outs = [Registry().get(Output, i) for i in s.output_ids]
+    assert [o.seed for o in outs] == list(range(6)) and all(o.adapters[0]["name"] == "anime" for o in outs)
+    assert all(not Registry().get(Output, i).adapters for i in base["clip_t"].output_ids)
+    assert 0 <= mine["clip_t"].value <= 100
+
+
+def test_eval_reuses_outputs_with_the_same_recipe(styled, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a cat\n# a comment\n书法 永\n", encoding="utf-8")
+    assert run_cli("eval", "anime", *QUICK, "--n", "3", "--prompts", prompts).exit_code == 0
+    n = Registry().count(Output)
+    assert run_cli("eval", "anime", *QUICK, "--n", "3", "--prompts", prompts).exit_code == 0
+    assert Registry().count(Output) == n
+    assert run_cli("eval", "ink", *QUICK, "--n", "3", "--prompts", prompts).exit_code == 0
+    assert Registry().count(Output) == n + 3  # same prompts and seeds: the baseline was reused
+
+
+def test_mix_eval_probe_scores_and_reports(styled, tmp_path):
+    r = run_cli("eval", "anime=0.5+watercolor=0.5", *QUICK, "--n", "4", "--against", "watercolor")
+    assert r.exit_code == 0, r.stderr
+    assert "anime@1=0.5+watercolor@1=0.5" in r.stdout
+    r = run_cli("eval", "probe", "anime", "watercolor", "--on", "anime@1=0.5+watercolor@1=0.5", "--clip", "tiny", "--json")
+    assert r.exit_code == 0, r.stderr
+    probe = json.loads(r.stdout)
+    assert probe["classes"] == ["anime@1", "watercolor@1"]
+    assert sum(probe["mean_probability"].values()) == pytest.approx(1.0, abs=1e-6)
+    r = run_cli("scores")
+    assert r.exit_code == 0 and "anime@1=0.5+watercolor@1=0.5" in r.stdout and "baseline" in r.stdout
+    assert "not meaningful" in r.stderr
+    table = json.loads(run_cli("scores", "--json").stdout)
+    assert "clip_t" in table["baseline"]
+    csv_text = run_cli("scores", "--csv").stdout
+    assert csv_text.splitlines()[0].startswith("subject,clip_t")
+    png, html = tmp_path / "r.png", tmp_path / "r.html"
+    assert run_cli("report", "anime@1=0.5+watercolor@1=0.5", "--out", png).exit_code == 0
+    assert Image.open(png).width > 100
+    assert run_cli("report", "anime@1=0.5+watercolor@1=0.5", "--out", html).exit_code == 0
+    assert "data:image/png;base64" in html.read_text()
+
+
+def test_the_best_per_column_is_highlighted(styled):
+    run_cli("eval", "anime", *QUICK, "--n", "3", "--metrics", "clip_t")
+    from styler.eval.table import best, latest_scores
+
+    rows = latest_scores(Registry())
+    winner = best(rows, "clip_t")
+    assert winner in rows and rows[winner]["clip_t"].value == max(r["clip_t"].value for r in rows.values())
+
+
+# ---------------------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    "args, code, fragment",
+    [
+        (["eval", "anime", *QUICK, "--metrics", "fid", "--n", "1"], 2, "fid needs at least"),
+        (["eval", "anime", *QUICK, "--metrics", "sharpness"], 2, "clip_t"),
+        (["eval", "nope", *QUICK], 1, "no adapter named 'nope'"),
+        (["eval", "anime=0.5+ink=0.5", *QUICK, "--metrics", "style_sim"], 2, "--against"),
+        (["eval", "anime", "--steps", "2"], 2, "no CLIP model configured"),
+        (["eval", "probe", "anime", "--on", "anime", "--clip", "tiny"], 2, "at least two datasets"),
+        (["eval", "probe", "anime", "ink", "--on", "never-evaluated", "--clip", "tiny"], 2, "run `styler eval never-evaluated`"),
+        (["report", "anime", "--out", "x.pdf"], 2, ".png or .html"),
+        (["report", "ghost", "--out", "x.png"], 2, "no scores for ghost"),
+    ],
+)
+def test_bad_input(styled, args, code, fragment):
+    before = Registry().count(Score)
+    r = run_cli(*args)
+    assert r.exit_code == code, (r.stdout, r.stderr)
+    assert fragment in r.stderr
+    assert Registry().count(Score) == before
+
+
+def test_a_reference_dataset_without_usable_images(styled):
+    d = Registry().resolve(Dataset, "ink")
+    for f in (styled / d.path / "images").iterdir():
+        f.unlink()
+    r = run_cli("eval", "anime", *QUICK, "--against", "ink", "--n", "2")
+    assert r.exit_code == 2 and "ink@1" in r.stderr
+
+
+def test_nan_features_are_refused(styled, monkeypatch):
+    import torch
+
+    from styler.eval import features
+
+    real = features.ClipFeatures.image_embeddings
+
+    def broken(self, images, keys=None):
+        out = real(self, images, keys=None)
+        return out * torch.nan
+
+    monkeypatch.setattr(features.ClipFeatures, "image_embeddings", broken)
+    r = run_cli("eval", "anime", *QUICK, "--n", "2")
+    assert r.exit_code != 0 and "NaN" in r.stderr
