@@ -39,13 +39,21 @@ def run(
     steps: Annotated[int, typer.Option(help="Sampling steps.")] = 20,
     guidance: Annotated[float, typer.Option(help="CFG scale.")] = 7.5,
     base: Annotated[Optional[str], typer.Option(help="Base model.")] = None,
+    content: Annotated[Optional[Path], typer.Option(help="Score style transfer instead: a content image or a folder of them.")] = None,
+    strength: Annotated[float, typer.Option(help="With --content: transfer strength.")] = 0.6,
+    prompt: Annotated[Optional[str], typer.Option(help="With --content: the transfer prompt (default: a caption of the adapter's dataset).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Score a subject and the baseline (same prompts and seeds)."""
-    from ..eval.run import evaluate
+    """Score a subject and the baseline (same prompts and seeds); with --content, score style transfer
+    (content_sim, ssim, style_strength)."""
+    from ..eval.run import evaluate, evaluate_transfer
 
-    result = evaluate(subject, prompts_file=prompts, n=n, seed=seed, metrics=metrics, against=against, clip=clip,
-                      steps=steps, guidance=guidance, base=base, warn=warn)
+    if content is not None:
+        result = evaluate_transfer(subject, content, strength=strength, seed=seed, prompt=prompt, clip=clip,
+                                   steps=steps, guidance=guidance, base=base, warn=warn)
+    else:
+        result = evaluate(subject, prompts_file=prompts, n=n, seed=seed, metrics=metrics, against=against, clip=clip,
+                          steps=steps, guidance=guidance, base=base, warn=warn)
     if as_json:
         print_json(result)
         return

@@ -89,20 +89,29 @@ def read_prompts(path: str | Path) -> list[str]:
 
 def _recipe_key(o: Output) -> tuple:
     return (o.base.get("hash"), o.prompt, o.negative, o.seed, o.steps, o.guidance, o.width, o.height, o.scheduler,
-            tuple(sorted((a["id"], float(a["weight"]), float(a["te_weight"])) for a in o.adapters)), o.kind)
+            tuple(sorted((a["id"], float(a["weight"]), float(a["te_weight"])) for a in o.adapters)), o.kind,
+            o.content_blob, (o.params or {}).get("strength"))
 
 
 def render_set(subject: Subject, prompts: list[str], seeds: list[int], settings: dict, reg: Registry, session,
-               warn) -> list[Output]:
-    """One image per (prompt, seed) pair, reusing outputs that already have the same recipe."""
+               warn, contents: list | None = None, strength: float | None = None) -> list[Output]:
+    """One image per (prompt, seed) pair — transferred from contents[i] when given — reusing outputs
+    that already have the same recipe."""
     existing = {}
     for o in reg.all(Output):
         existing.setdefault(_recipe_key(o), o)
     outputs = []
-    for prompt, seed in zip(prompts, seeds):
+    blobs = BlobStore(reg.home)
+    for i, (prompt, seed) in enumerate(zip(prompts, seeds)):
         req = Request(prompt=prompt, seed=seed, n=1, adapters=subject.specs, **settings)
-        want = (session.identity.get("hash"), prompt, "", seed, req.steps, req.guidance, req.width, req.height,
-                req.scheduler, tuple(sorted((a.id, float(w), float(w)) for a, w in subject.adapters)), "txt2img")
+        content_blob = None
+        if contents:
+            req.content, req.strength = str(contents[i]), strength
+            content_blob = _content_digest(contents[i], blobs)
+        w, h = _content_size(contents[i]) if contents else (req.width, req.height)
+        want = (session.identity.get("hash"), prompt, "", seed, req.steps, req.guidance, w, h,
+                req.scheduler, tuple(sorted((a.id, float(w_), float(w_)) for a, w_ in subject.adapters)),
+                "img2img" if contents else "txt2img", content_blob, strength if contents else None)
         if want in existing:
             outputs.append(existing[want])
             continue
@@ -111,6 +120,105 @@ def render_set(subject: Subject, prompts: list[str], seeds: list[int], settings:
         existing[want] = out
         outputs.append(out)
     return outputs
+
+
+def _content_size(path) -> tuple[int, int]:
+    from ..data.images import load_image
+
+    im = load_image(Path(path)).image
+    return im.width // 8 * 8, im.height // 8 * 8
+
+
+def _content_digest(path, blobs: BlobStore) -> str:
+    """The blob digest generate() stores for this content image (PNG of its usable crop)."""
+    from ..data.images import load_image
+
+    im = load_image(Path(path)).image
+    w, h = im.width // 8 * 8, im.height // 8 * 8
+    buf = io.BytesIO()
+    im.crop((0, 0, w, h)).save(buf, format="PNG")
+    return hashlib.sha256(buf.getvalue()).hexdigest()
+
+
+def content_files(path: str | Path) -> list[Path]:
+    from ..data.images import IMAGE_EXTS
+
+    p = Path(path).expanduser()
+    if p.is_file():
+        return [p]
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTS)
+        if files:
+            return files
+        raise UsageError(f"--content {p}: no images in that folder")
+    raise UsageError(f"--content {p} does not exist")
+
+
+def evaluate_transfer(text: str, content: str | Path, *, strength: float = 0.6, seed: int = 0, prompt: str | None = None,
+                      clip: str | None = None, steps: int = 20, guidance: float = 7.5, base: str | None = None,
+                      registry: Registry | None = None, warn=None) -> dict:
+    """Style transfer scores: content_sim and ssim for the subject and the baseline (the same
+    transfer without adapters), and style_strength = (1 − cs_subject) / (1 − cs_baseline)."""
+    import math
+
+    from ..generate.engine import Session
+    from . import metrics as M
+    from .features import ClipFeatures, resolve_clip
+
+    warn = warn or (lambda m: None)
+    reg = registry or Registry()
+    subject = parse_subject(text, reg)
+    if subject.kind == "baseline":
+        raise UsageError("transfer scores compare an adapter or a mix with the baseline; name an adapter or a mix")
+    files = content_files(content)
+    clip_ref = resolve_clip(clip)
+    if not clip_ref.meaningful:
+        warn(f"scoring with {clip_ref.name}: a toy CLIP for trying the workflow; its scores are not meaningful")
+    prompt = prompt or (default_prompts(subject, reg, 1)[0])
+    seeds = [seed + i for i in range(len(files))]
+    session = Session.open(base)
+    settings = {"steps": steps, "guidance": guidance, "scheduler": "ddim"}
+    features = ClipFeatures.open(clip_ref)
+    from ..data.images import load_image
+
+    content_images = [load_image(f).image for f in files]
+    content_images = [im.crop((0, 0, im.width // 8 * 8, im.height // 8 * 8)) for im in content_images]
+    content_emb = features.image_embeddings(content_images)
+    protocol = {"clip": {"name": clip_ref.name, "hash": clip_ref.hash, "meaningful": clip_ref.meaningful},
+                "n": len(files), "strength": strength, "prompt": prompt, "seeds": [seeds[0], seeds[-1]], "steps": steps,
+                "guidance": guidance, "base": session.identity, "transfer": True}
+    sims, results, subject_outs = {}, {}, []
+    for subj in (subject, Subject("baseline", "baseline")):
+        outs = render_set(subj, [prompt] * len(files), seeds, settings, reg, session, warn, contents=files,
+                          strength=strength)
+        images = output_images(outs, reg)
+        emb = features.image_embeddings(images, keys=[o.blob for o in outs])
+        cs = M.mean(M.content_sim(content_emb, emb))
+        values = {"content_sim": cs,
+                  "ssim": M.mean([M.ssim(_unit(c), _unit(o)) for c, o in zip(content_images, images)])}
+        sims[subj.kind] = cs
+        if subj is subject:
+            subject_outs = outs
+        results[subj.name] = values
+        for m, v in values.items():
+            reg.insert(Score(metric=m, value=float(v), subject=subj.as_dict(), output_ids=[o.id for o in outs],
+                             protocol=protocol))
+    strength_value = M.style_strength(sims[subject.kind], sims["baseline"])
+    if math.isnan(strength_value):
+        warn("style_strength skipped: the baseline did not move away from the content at all")
+    else:
+        results[subject.name]["style_strength"] = strength_value
+        reg.insert(Score(metric="style_strength", value=float(strength_value), subject=subject.as_dict(),
+                         output_ids=[o.id for o in subject_outs], protocol=protocol))
+    return {"scores": results, "protocol": protocol}
+
+
+def _unit(image):
+    """A PIL image as a 1×3×H×W float tensor in [0, 1] (what metrics.ssim takes)."""
+    import numpy as np
+    import torch
+
+    return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
 
 
 def output_images(outputs: list[Output], reg: Registry):

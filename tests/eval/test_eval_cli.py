@@ -67,6 +67,31 @@ def test_mix_eval_probe_scores_and_reports(styled, tmp_path):
     assert "data:image/png;base64" in html.read_text()
 
 
+def test_transfer_scores_content_sim_ssim_and_style_strength(styled, tmp_path):
+    import numpy as np
+
+    folder = tmp_path / "content"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(folder / f"c{i}.png")
+    r = run_cli("eval", "watercolor", *QUICK[:2], "--steps", "10", "--content", folder, "--strength", "0.8", "--json")
+    assert r.exit_code == 0, r.stderr
+    scores = json.loads(r.stdout)["scores"]
+    assert set(scores["watercolor@1"]) == {"content_sim", "ssim", "style_strength"}
+    assert set(scores["baseline"]) == {"content_sim", "ssim"}
+    mine = _scores("watercolor@1")
+    assert mine["style_strength"].value == pytest.approx(
+        (1 - mine["content_sim"].value) / (1 - _scores("baseline")["content_sim"].value))
+    outs = [Registry().get(Output, i) for i in mine["ssim"].output_ids]
+    assert all(o.kind == "img2img" and o.content_blob for o in outs)
+    n = Registry().count(Output)
+    assert run_cli("eval", "watercolor", *QUICK[:2], "--steps", "10", "--content", folder, "--strength", "0.8").exit_code == 0
+    assert Registry().count(Output) == n  # transfers reused by recipe (content and strength included)
+    r = run_cli("eval", "watercolor", "--clip", "tiny", "--content", tmp_path / "nothing-here")
+    assert r.exit_code == 2 and "does not exist" in r.stderr
+
+
 def test_the_best_per_column_is_highlighted(styled):
     run_cli("eval", "anime", *QUICK, "--n", "3", "--metrics", "clip_t")
     from styler.eval.table import best, latest_scores
