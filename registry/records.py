@@ -153,6 +153,7 @@ class Job(Record):
     kind: str = ""
     payload: dict = field(default_factory=dict)
     status: str = "queued"  # queued | running | done | failed | cancelled
+    cancel_requested: bool = False  # set while running; the worker stops at its next check
     worker: str | None = None
     claimed_at: str | None = None
     heartbeat_at: str | None = None
