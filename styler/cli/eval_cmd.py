@@ -122,7 +122,7 @@ def scores(
                 cells.append("-")
                 continue
             v = f"{rows[s][m].value:.4g}"
-            cells.append(f"[bold green]{v}[/]" if winners[m] == s and s != "baseline" or winners[m] == s and len(rows) == 1 else v)
+            cells.append(f"[bold green]{v}[/]" if winners[m] == s else v)
         t.add_row(escape(s), *cells)
     out.print(t)
     if any(not r.protocol.get("clip", {}).get("meaningful", True) for row in rows.values() for r in row.values()):

@@ -25,7 +25,7 @@ def write_report(names: list[str], out: str | Path, *, registry: Registry | None
     if missing:
         raise UsageError(f"no scores for {', '.join(missing)}; run `styler eval {missing[0]}` first")
     subjects = []
-    for name, scores in sorted(rows.items(), key=lambda kv: (kv[0] == "baseline", kv[0])):
+    for name, scores in sorted(rows.items(), key=lambda kv: (kv[0].startswith("baseline"), kv[0])):
         newest = max(scores.values(), key=lambda s: s.id)
         outs = [reg.get(Output, i) for i in newest.output_ids[:SAMPLES]]
         meaningful = all(s.protocol.get("clip", {}).get("meaningful", True) for s in scores.values())

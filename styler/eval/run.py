@@ -188,7 +188,7 @@ def evaluate_transfer(text: str, content: str | Path, *, strength: float = 0.6, 
                 "n": len(files), "strength": strength, "prompt": prompt, "seeds": [seeds[0], seeds[-1]], "steps": steps,
                 "guidance": guidance, "base": session.identity, "transfer": True}
     sims, results, subject_outs = {}, {}, []
-    for subj in (subject, Subject("baseline", "baseline")):
+    for subj in (subject, Subject("baseline", "baseline (transfer)")):
         outs = render_set(subj, [prompt] * len(files), seeds, settings, reg, session, warn, contents=files,
                           strength=strength)
         images = output_images(outs, reg)
@@ -288,7 +288,11 @@ def evaluate(text: str, *, prompts_file=None, n: int = 8, seed: int = 0, metrics
         protocol["against"] = {"name": d.label, "id": d.id, "content_hash": d.content_hash, "n": len(ref_paths)}
         ref_emb = features.image_embeddings(ref_paths)
     results = {}
-    for subj in ([subject] if subject.kind == "baseline" else [subject, Subject("baseline", "baseline")]):
+    # a baseline is only comparable with subjects scored against the same reference dataset
+    baseline = Subject("baseline", f"baseline vs {protocol['against']['name']}" if "against" in protocol else "baseline")
+    if subject.kind == "baseline":
+        subject = baseline
+    for subj in ([subject] if subject.kind == "baseline" else [subject, baseline]):
         outs = render_set(subj, plist, seeds, settings, reg, session, warn)
         images = output_images(outs, reg)
         emb = features.image_embeddings(images, keys=[o.blob for o in outs])

@@ -19,8 +19,11 @@ def latest_scores(reg: Registry, names: list[str] | None = None, metric: str | N
             continue
         rows.setdefault(name, {})[s.metric] = s
     if names:
-        wanted = set(names) | {"baseline"}
-        rows = {k: v for k, v in rows.items() if k in wanted or k.split("@")[0] in wanted}
+        wanted = set(names)
+        refs = {s.protocol.get("against", {}).get("name") for r in rows.values() for s in r.values()
+                if s.subject.get("name") in wanted or s.subject.get("name", "").split("@")[0] in wanted}
+        rows = {k: v for k, v in rows.items() if k in wanted or k.split("@")[0] in wanted or k == "baseline"
+                or (k.startswith("baseline vs ") and k[len("baseline vs "):] in refs)}
     return rows
 
 
@@ -60,4 +63,4 @@ def best_per_metric(rows: dict[str, dict[str, float]]) -> dict[str, str]:
 
 
 def ordered_subjects(rows: dict) -> list[str]:
-    return sorted(rows, key=lambda n: (n == "baseline", n))
+    return sorted(rows, key=lambda n: (n.startswith("baseline"), n))

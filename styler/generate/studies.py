@@ -45,6 +45,12 @@ def _label(axis: str, value) -> str:
     return f"{axis} {value:g}" if isinstance(value, float) else f"{axis} {value}"
 
 
+def _cell(image) -> tuple[int, int]:
+    """Cells at least 128 px, so labels fit even under small images (scaled up, aspect kept)."""
+    scale = max(1.0, 128 / min(image.size))
+    return round(image.width * scale), round(image.height * scale)
+
+
 def _save_sheet(sheet, reg: Registry, out_dir, stem: str) -> Path:
     folder = Path(out_dir).expanduser() if out_dir else reg.home / "grids"
     folder.mkdir(parents=True, exist_ok=True)
@@ -88,7 +94,7 @@ def run_grid(req: Request, x: tuple[str, list], y: tuple[str, list] | None, *, r
         rows.append(row)
     sheet = make_grid(rows, row_labels=[_label(y[0], v) for v in ys] if y else [""],
                       col_labels=[_label(x[0], v) for v in x[1]], title=req.prompt,
-                      x_name=x[0], y_name=y[0] if y else "")
+                      x_name=x[0], y_name=y[0] if y else "", cell_size=_cell(rows[0][0]))
     return outputs, _save_sheet(sheet, reg, out_dir, f"grid-{new_id()}")
 
 
@@ -117,5 +123,5 @@ def run_sweep(req: Request, a: str, b: str, values=SWEEP_DEFAULT, *, registry=No
         outputs.append(out)
         images.append(_image(reg, out))
         labels.append(f"{parse_name(a).name} {1 - t:g} / {parse_name(b).name} {t:g}")
-    sheet = make_strip(images, labels, title=req.prompt)
+    sheet = make_strip(images, labels, title=req.prompt, cell_size=_cell(images[0]))
     return outputs, _save_sheet(sheet, reg, out_dir, f"sweep-{new_id()}")

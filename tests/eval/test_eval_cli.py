@@ -20,8 +20,8 @@ def test_eval_scores_the_adapter_and_the_baseline_with_their_protocol(styled):
     assert r.exit_code == 0, r.stderr
     assert "not meaningful" in r.stderr
     data = json.loads(r.stdout)
-    assert set(data["scores"]) == {"anime@1", "baseline"}
-    mine, base = _scores("anime@1"), _scores("baseline")
+    assert set(data["scores"]) == {"anime@1", "baseline vs anime@1"}
+    mine, base = _scores("anime@1"), _scores("baseline vs anime@1")
     assert {"clip_t", "style_sim", "cmmd"} <= set(mine) and set(mine) == set(base)
     s = mine["style_sim"]
     assert s.subject["kind"] == "adapter" and len(s.output_ids) == 6
@@ -54,10 +54,12 @@ def test_mix_eval_probe_scores_and_reports(styled, tmp_path):
     assert probe["classes"] == ["anime@1", "watercolor@1"]
     assert sum(probe["mean_probability"].values()) == pytest.approx(1.0, abs=1e-6)
     r = run_cli("scores")
-    assert r.exit_code == 0 and "anime@1=0.5+watercolor@1=0.5" in r.stdout and "baseline" in r.stdout
+    assert r.exit_code == 0 and "anime@1=0.5+watercolor@1=0.5" in r.stdout and "baseline vs watercolor@1" in r.stdout
     assert "not meaningful" in r.stderr
     table = json.loads(run_cli("scores", "--json").stdout)
-    assert "clip_t" in table["baseline"]
+    assert "clip_t" in table["baseline vs watercolor@1"]
+    only = json.loads(run_cli("scores", "anime@1=0.5+watercolor@1=0.5", "--json").stdout)
+    assert set(only) == {"anime@1=0.5+watercolor@1=0.5", "baseline vs watercolor@1"}
     csv_text = run_cli("scores", "--csv").stdout
     assert csv_text.splitlines()[0].startswith("subject,clip_t")
     png, html = tmp_path / "r.png", tmp_path / "r.html"
@@ -79,10 +81,10 @@ def test_transfer_scores_content_sim_ssim_and_style_strength(styled, tmp_path):
     assert r.exit_code == 0, r.stderr
     scores = json.loads(r.stdout)["scores"]
     assert set(scores["watercolor@1"]) == {"content_sim", "ssim", "style_strength"}
-    assert set(scores["baseline"]) == {"content_sim", "ssim"}
+    assert set(scores["baseline (transfer)"]) == {"content_sim", "ssim"}
     mine = _scores("watercolor@1")
     assert mine["style_strength"].value == pytest.approx(
-        (1 - mine["content_sim"].value) / (1 - _scores("baseline")["content_sim"].value))
+        (1 - mine["content_sim"].value) / (1 - _scores("baseline (transfer)")["content_sim"].value))
     outs = [Registry().get(Output, i) for i in mine["ssim"].output_ids]
     assert all(o.kind == "img2img" and o.content_blob for o in outs)
     n = Registry().count(Output)
