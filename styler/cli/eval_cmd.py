@@ -18,7 +18,8 @@ class _DefaultRun(TyperGroup):
     """`styler eval NAME …` runs an evaluation; `styler eval probe …` is the probe."""
 
     def parse_args(self, ctx, args):
-        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+        # `styler eval --help` shows the evaluation's own options (run's help mentions probe)
+        if args and args[0] not in self.commands:
             args = ["run", *args]
         return super().parse_args(ctx, args)
 
@@ -45,7 +46,7 @@ def run(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Score a subject and the baseline (same prompts and seeds); with --content, score style transfer
-    (content_sim, ssim, style_strength)."""
+    (content_sim, ssim, style_strength). See also `styler eval probe --help`."""
     from ..eval.run import evaluate, evaluate_transfer
 
     if content is not None:
