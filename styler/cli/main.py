@@ -78,6 +78,11 @@ def _add_groups() -> None:
     app.add_typer(models_cmd.app, name="models", rich_help_panel="Setup")
     app.add_typer(registry_cmd.app, name="registry", rich_help_panel="Setup")
 
+    from . import worker_cmd
+
+    app.command("worker", rich_help_panel="Jobs")(worker_cmd.worker)
+    app.add_typer(worker_cmd.jobs_app, name="jobs", rich_help_panel="Jobs")
+
 
 _add_groups()
 

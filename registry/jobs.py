@@ -1,0 +1,184 @@
+"""The job queue: enqueue, claim, heartbeat, finish, and recovery of claims whose worker died.
+
+Every state change happens inside `reg.locked()`, so two workers never claim the same job. A
+worker proves it still owns a job on each write: heartbeat, finish, fail and release raise
+`LostClaim` when the job is no longer running under that worker id (it was recovered as stale and
+perhaps claimed by another worker); the worker must then stop and write nothing more to the job.
+
+    queued ──claim──> running ──finish──> done
+      ^                 │ ├──fail──────> failed ──retry──> queued
+      │                 │ └─finish(status="cancelled") ─> cancelled ──retry──> queued
+      └─release/stale───┘
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import time
+from datetime import datetime
+from typing import Iterable
+
+from .errors import Conflict, NotFound, RegistryError
+from .ids import now_iso
+from .records import Job
+from .store import Registry
+
+STATUSES = ("queued", "running", "done", "failed", "cancelled")
+
+
+class LostClaim(RegistryError):
+    """The job is no longer running under this worker; the worker must stop working on it."""
+
+
+class BadJob(RegistryError):
+    """A job or a job query that cannot be used as given (a usage error)."""
+
+    exit_code = 2
+
+
+class JobStateError(Conflict):
+    """The job is in a state that does not allow the operation (e.g. cancelling a finished job)."""
+
+
+def new_worker_id() -> str:
+    """`<hostname>:<pid>:<random>`: unique per worker, and says where to look for it."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def _iso_to_epoch(text: str | None) -> float:
+    return datetime.fromisoformat(text).timestamp() if text else 0.0
+
+
+def _get(reg: Registry, job_id: str) -> Job:
+    try:
+        return reg.get(Job, job_id)
+    except NotFound:
+        raise NotFound(f"no job with id {job_id}; list them with `styler jobs ls`") from None
+
+
+def enqueue(reg: Registry, kind: str, payload: dict) -> Job:
+    """Add a queued job; the payload must be a JSON object (it is stored as is)."""
+    if not kind:
+        raise BadJob("a job needs a kind (e.g. generate or eval)")
+    if not isinstance(payload, dict):
+        raise BadJob(f"a job payload is a JSON object, not {type(payload).__name__}")
+    try:
+        json.dumps(payload)
+    except (TypeError, ValueError) as exc:
+        raise BadJob(f"the job payload cannot be stored as JSON: {exc}") from None
+    return reg.insert(Job(kind=kind, payload=payload))
+
+
+def claim(reg: Registry, worker_id: str, kinds: Iterable[str] | None = None) -> Job | None:
+    """Take the oldest queued job (of `kinds`, if given) for this worker; None if there is none."""
+    wanted = set(kinds) if kinds is not None else None
+    with reg.locked():
+        for job in reg.find(Job, status="queued"):  # oldest first: ids are time-ordered
+            if wanted is None or job.kind in wanted:
+                stamp = now_iso()
+                return reg.update(Job, job.id, status="running", worker=worker_id, claimed_at=stamp,
+                                  heartbeat_at=stamp, attempts=job.attempts + 1, error="")
+    return None
+
+
+def _owned(reg: Registry, job_id: str, worker_id: str) -> Job:
+    """The job, if it is running under this worker; else LostClaim."""
+    job = _get(reg, job_id)
+    if job.status != "running" or job.worker != worker_id:
+        holder = f"running under {job.worker}" if job.status == "running" else job.status
+        raise LostClaim(f"job {job_id} is no longer claimed by worker {worker_id} (it is {holder})")
+    return job
+
+
+def heartbeat(reg: Registry, job_id: str, worker_id: str, *, result: dict | None = None) -> Job:
+    """Say the worker is alive (and optionally record progress in `result`); returns the job, so the
+    caller sees `cancel_requested`. Raises LostClaim if the job is no longer this worker's."""
+    with reg.locked():
+        _owned(reg, job_id, worker_id)
+        changes = {"heartbeat_at": now_iso()}
+        if result is not None:
+            changes["result"] = result
+        return reg.update(Job, job_id, **changes)
+
+
+def finish(reg: Registry, job_id: str, worker_id: str, result: dict, *, status: str = "done") -> Job:
+    """Mark the job done (or `status="cancelled"` when it stopped on a cancel request) with its result."""
+    if status not in ("done", "cancelled"):
+        raise ValueError(f"finish() sets done or cancelled, not {status!r}")
+    with reg.locked():
+        _owned(reg, job_id, worker_id)
+        return reg.update(Job, job_id, status=status, result=result, heartbeat_at=now_iso())
+
+
+def fail(reg: Registry, job_id: str, worker_id: str, error: str) -> Job:
+    """Mark the job failed with a one-line error (the first line of `error` is kept)."""
+    line = (str(error).strip().splitlines() or ["failed"])[0]
+    with reg.locked():
+        _owned(reg, job_id, worker_id)
+        return reg.update(Job, job_id, status="failed", error=line, heartbeat_at=now_iso())
+
+
+def release(reg: Registry, job_id: str, worker_id: str) -> Job:
+    """Give a claimed job back to the queue unfinished (the worker is stopping). The attempt is not
+    counted, and the result (progress so far) is kept for the next worker to resume from."""
+    with reg.locked():
+        job = _owned(reg, job_id, worker_id)
+        return reg.update(Job, job_id, status="queued", worker=None, claimed_at=None, heartbeat_at=None,
+                          attempts=max(job.attempts - 1, 0))
+
+
+def cancel(reg: Registry, job_id: str) -> Job:
+    """Queued → cancelled now; running → cancel_requested (the worker stops at its next check);
+    already cancelled → unchanged; done or failed → JobStateError."""
+    with reg.locked():
+        job = _get(reg, job_id)
+        if job.status == "queued":
+            return reg.update(Job, job_id, status="cancelled")
+        if job.status == "running":
+            return job if job.cancel_requested else reg.update(Job, job_id, cancel_requested=True)
+        if job.status == "cancelled":
+            return job
+        raise JobStateError(f"job {job_id} is already {job.status}; only queued or running jobs can be cancelled")
+
+
+def retry(reg: Registry, job_id: str) -> Job:
+    """Failed or cancelled → queued again, from the start (error, result, worker and attempts cleared)."""
+    with reg.locked():
+        job = _get(reg, job_id)
+        if job.status not in ("failed", "cancelled"):
+            raise JobStateError(f"job {job_id} is {job.status}; only failed or cancelled jobs can be retried")
+        return reg.update(Job, job_id, status="queued", error="", result={}, worker=None, claimed_at=None,
+                          heartbeat_at=None, cancel_requested=False, attempts=0)
+
+
+def recover_stale(reg: Registry, *, stale_after_s: float, max_attempts: int = 3, now: float | None = None) -> list[Job]:
+    """Running jobs whose last heartbeat is older than `stale_after_s` (their worker died or hung) go
+    back to the queue, or to failed once they were tried `max_attempts` times, or to cancelled if a
+    cancel was requested. Returns the changed jobs."""
+    changed = []
+    with reg.locked():
+        now = time.time() if now is None else now
+        for job in reg.find(Job, status="running"):
+            age = now - _iso_to_epoch(job.heartbeat_at or job.claimed_at)
+            if age <= stale_after_s:
+                continue
+            if job.cancel_requested:
+                changes = {"status": "cancelled", "worker": None}
+            elif job.attempts >= max_attempts:
+                changes = {"status": "failed", "error": (
+                    f"worker {job.worker} stopped responding (no heartbeat for {age:.0f}s); the job was "
+                    f"tried {job.attempts} times (max {max_attempts}); `styler jobs retry {job.id}` to run it again")}
+            else:
+                changes = {"status": "queued", "worker": None, "claimed_at": None, "heartbeat_at": None}
+            changed.append(reg.update(Job, job.id, **changes))
+    return changed
+
+
+def list_jobs(reg: Registry, status: str | None = None) -> list[Job]:
+    """Jobs oldest first, optionally only those with one status."""
+    if status is not None and status not in STATUSES:
+        raise BadJob(f"unknown job status {status!r}; use one of {', '.join(STATUSES)}")
+    return reg.find(Job, status=status) if status else reg.all(Job)

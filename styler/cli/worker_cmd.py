@@ -1,0 +1,155 @@
+"""`styler worker` and `styler jobs`: run queued jobs, and queue, list, cancel and retry them."""
+
+from __future__ import annotations
+
+import re
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from .common import escape, note, out, print_json, registry
+
+# NAME[@V]=WEIGHT (anything else among the arguments is the prompt)
+_SPEC = re.compile(r"^[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)?(@(\d+|latest))?=\S*$")
+
+
+def _log(message: str) -> None:
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
+
+
+def worker(
+    once: Annotated[bool, typer.Option("--once", help="Run at most one job, then exit.")] = False,
+    device: Annotated[Optional[str], typer.Option(help="Torch device for this worker: cpu, cuda, cuda:N (default cpu).")] = None,
+    poll: Annotated[float, typer.Option(help="Seconds between looks at an empty queue.")] = 1.0,
+    stale_after: Annotated[float, typer.Option("--stale-after", help="Requeue running jobs whose worker sent no heartbeat for this many seconds.")] = 60.0,
+) -> None:
+    """Run queued jobs (generate, eval) until stopped; start one worker per GPU to run jobs side by side."""
+    from ..worker import run_worker
+
+    rc = run_worker(once=once, device=device, poll_s=poll, stale_after_s=stale_after, log=_log)
+    if rc:
+        raise typer.Exit(rc)
+
+
+jobs_app = typer.Typer(no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]},
+                       help="The job queue that `styler worker` runs: list, add, cancel, retry.")
+
+
+def _summary(job) -> str:
+    p = job.payload
+    if job.kind == "generate":
+        mix = " + ".join(f"{a[0]}={1.0 if len(a) < 2 or a[1] is None else a[1]:g}" if isinstance(a, (list, tuple))
+                         else str(a) for a in p.get("adapters", []))
+        return f"{p.get('prompt', '')!r} [{mix or 'base'}] n={p.get('n', 1)}"
+    if job.kind == "eval":
+        return str(p.get("subject", ""))
+    return ""
+
+
+def _state(job) -> str:
+    if job.status == "running":
+        done = len(job.result.get("output_ids", []))
+        total = job.result.get("n") or job.payload.get("n")
+        progress = f" {done}/{total}" if total else ""
+        return f"on {job.worker}{progress}" + (" (cancel requested)" if job.cancel_requested else "")
+    if job.status == "failed":
+        return job.error
+    if job.status in ("done", "cancelled") and "output_ids" in job.result:
+        return f"{len(job.result['output_ids'])} output(s)"
+    return ""
+
+
+@jobs_app.command("ls")
+def ls(
+    status: Annotated[Optional[str], typer.Option(help="Only jobs with this status: queued, running, done, failed, cancelled.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """List jobs, oldest first."""
+    from registry.jobs import list_jobs
+
+    found = list_jobs(registry(), status)
+    if as_json:
+        print_json([j.to_dict() for j in found])
+        return
+    if not found:
+        note("no jobs" + (f" with status {status}" if status else "") + "; queue one with `styler jobs add-mix`")
+        return
+    for j in found:
+        out.print(f"{j.id}  {j.status:<9}  {j.kind:<8}  {escape(_summary(j))}  [dim]{escape(_state(j))}[/]")
+
+
+@jobs_app.command("add-mix")
+def add_mix(
+    items: Annotated[list[str], typer.Argument(help="The prompt (quoted) and NAME=WEIGHT for each adapter, e.g. \"a cat\" anime=0.5 watercolor=0.5.", show_default=False)],
+    n: Annotated[int, typer.Option("--n", help="Number of images.")] = 1,
+    seed: Annotated[Optional[int], typer.Option(help="Seed of the first image (the next ones add 1); random if not given.")] = None,
+    steps: Annotated[int, typer.Option(help="Sampling steps.")] = 30,
+    size: Annotated[str, typer.Option(help="WIDTHxHEIGHT, multiples of 8 (default: the base's native size).")] = "",
+    scheduler: Annotated[str, typer.Option("--scheduler", help="ddim | euler | euler-a | dpm++ | dpm++-karras | unipc | pndm | ddpm.")] = "ddim",
+    guidance: Annotated[float, typer.Option(help="CFG scale.")] = 7.5,
+    negative: Annotated[str, typer.Option("--negative", help="Negative prompt.")] = "",
+    base: Annotated[Optional[str], typer.Option(help="Base model: tiny, an HF repo id, a folder or a .safetensors file.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Queue an exact weighted mix (a generate job) for `styler worker`."""
+    from registry import Adapter
+    from registry.jobs import enqueue
+
+    from ..errors import UsageError
+    from ..generate.engine import SCHEDULERS, parse_adapter_spec
+    from ..generate.service import Request
+    from ..worker import request_from_payload
+
+    specs = [i for i in items if _SPEC.match(i)]
+    words = [i for i in items if not _SPEC.match(i)]
+    if len(words) != 1:
+        raise UsageError(f"give exactly one prompt (quoted) and NAME=WEIGHT per adapter; got {len(words)} "
+                         f"other argument(s): {', '.join(map(repr, words[:3]))}")
+    if not specs:
+        raise UsageError("no adapters in the mix; give NAME=WEIGHT, e.g. \"a cat\" anime=0.5 watercolor=0.5")
+    if scheduler not in SCHEDULERS:
+        raise UsageError(f"unknown --scheduler {scheduler!r}; use one of {', '.join(SCHEDULERS)}")
+    adapters = []
+    for spec in specs:
+        name, weight = parse_adapter_spec(spec)
+        adapters.append([name, 1.0 if weight is None else weight, None])
+    payload = {"prompt": words[0], "negative": negative, "adapters": adapters, "n": n, "seed": seed,
+               "steps": steps, "guidance": guidance, "scheduler": scheduler, "base": base}
+    if size:
+        payload["size"] = size
+    check = dict(payload)
+    check.pop("base")
+    req: Request = request_from_payload(check)
+    req.validate()  # bad numbers fail now, not later in a worker
+    reg = registry()
+    for name, _, _ in adapters:
+        reg.resolve(Adapter, name)  # an unknown adapter fails now, and nothing is queued
+    job = enqueue(reg, "generate", payload)
+    if as_json:
+        print_json(job.to_dict())
+        return
+    out.print(job.id)
+    note(f"queued {_summary(job)}; run `styler worker` to render it, `styler jobs ls` to follow it")
+
+
+@jobs_app.command("cancel")
+def cancel(job_id: Annotated[str, typer.Argument(help="The job id (see `styler jobs ls`).", show_default=False)]) -> None:
+    """Cancel a queued job now, or ask a running job's worker to stop after its current image."""
+    from registry.jobs import cancel as cancel_job
+
+    job = cancel_job(registry(), job_id)
+    if job.status == "running":
+        out.print(f"{job.id}  cancel requested; {escape(job.worker or 'its worker')} stops after the current image")
+    else:
+        out.print(f"{job.id}  cancelled")
+
+
+@jobs_app.command("retry")
+def retry(job_id: Annotated[str, typer.Argument(help="The job id (see `styler jobs ls`).", show_default=False)]) -> None:
+    """Queue a failed or cancelled job again, from the start."""
+    from registry.jobs import retry as retry_job
+
+    job = retry_job(registry(), job_id)
+    out.print(f"{job.id}  queued")

@@ -1,0 +1,265 @@
+"""`styler worker`: take queued jobs from the registry one at a time and run them.
+
+Each worker has its own id; several workers (processes, hosts sharing a home, GPUs) run side by
+side, because claiming a job is atomic. While a job runs a heartbeat thread stamps it every
+`heartbeat_s`; a worker that finds a claim older than `stale_after_s` puts it back in the queue
+(its worker died). A generate job renders one image at a time and records its progress after each,
+so a cancel request stops it between images and a recovered job resumes where the dead worker
+stopped. SIGTERM or Ctrl-C gives the running job back to the queue and exits 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import os
+import random
+import re
+import signal
+import threading
+import traceback
+from contextlib import contextmanager
+
+from registry import Job, Registry, RegistryError
+from registry import jobs as Q
+
+from .errors import StylerError, UsageError
+
+KINDS = ("generate", "eval")
+
+
+class _Stop(BaseException):
+    """Raised by the signal handler inside a job's rendering, so the claim is released at once."""
+
+
+def check_device(device: str | None) -> str | None:
+    """None for the default (CPU); else a torch device string that exists here, or UsageError."""
+    if device in (None, "", "cpu"):
+        return None
+    if not re.fullmatch(r"cuda(:\d+)?", device):
+        raise UsageError(f"--device {device!r}: use cpu, cuda or cuda:N (e.g. cuda:0)")
+    import torch
+
+    if not torch.cuda.is_available():
+        build = " (a CPU-only build)" if torch.version.cuda is None else ""
+        raise UsageError(f"--device {device}: torch {torch.__version__}{build} sees no CUDA GPU here; use --device cpu")
+    index, count = int(device.partition(":")[2] or 0), torch.cuda.device_count()
+    if index >= count:
+        raise UsageError(f"--device {device}: torch sees {count} GPU(s), cuda:0 … cuda:{count - 1}")
+    return device
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, (StylerError, RegistryError)):
+        text = exc.message
+    else:
+        text = f"{type(exc).__name__}: {exc}".rstrip(": ")
+    return (text.strip().splitlines() or [type(exc).__name__])[0]
+
+
+class _Heartbeat(threading.Thread):
+    """Stamps the job every `every` seconds; sets `lost` if the job stopped being ours."""
+
+    def __init__(self, home, job_id: str, worker_id: str, every: float):
+        super().__init__(daemon=True, name=f"heartbeat {job_id}")
+        self.reg, self.job_id, self.worker_id, self.every = Registry(home), job_id, worker_id, every
+        self.done, self.lost = threading.Event(), threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(self.every):
+            try:
+                Q.heartbeat(self.reg, self.job_id, self.worker_id)
+            except Q.LostClaim:
+                self.lost.set()
+                return
+            except Exception:  # a slow lock or a full disk: try again next beat; staleness decides
+                pass
+
+
+class _Worker:
+    def __init__(self, reg: Registry, device: str | None, heartbeat_s: float, stop: threading.Event, log):
+        self.reg, self.device, self.heartbeat_s, self.stop, self.log = reg, device, heartbeat_s, stop, log
+        self.id = Q.new_worker_id()
+        self.sessions: dict = {}  # (base kind, path) -> Session, kept open across jobs
+        self.interruptible = False
+
+    @contextmanager
+    def rendering(self):
+        """The only stretch where a signal interrupts at once: no job-state write happens inside."""
+        self.interruptible = True
+        try:
+            yield
+        finally:
+            self.interruptible = False
+
+    def on_signal(self, signum, frame) -> None:
+        self.stop.set()
+        if self.interruptible:
+            raise _Stop()
+
+    def session(self, base_spec: str | None):
+        from .generate.engine import Session
+        from .models.resolve import resolve_base
+
+        base = resolve_base(base_spec or None)
+        key = (base.kind, str(base.path))
+        if key not in self.sessions:
+            self.log(f"loading base {base.name}" + (f" on {self.device}" if self.device else ""))
+            session = Session.open(base_spec or None)
+            if self.device:
+                session.pipe.to(self.device)
+            self.sessions[key] = session
+        return self.sessions[key]
+
+    # -- one job -------------------------------------------------------------------------------
+    def run(self, job: Job) -> None:
+        self.log(f"job {job.id} ({job.kind}): started, attempt {job.attempts}")
+        beat = _Heartbeat(self.reg.home, job.id, self.id, self.heartbeat_s)
+        beat.start()
+        try:
+            if job.kind == "generate":
+                self.generate(job, beat)
+            elif job.kind == "eval":
+                self.evaluate(job)
+            else:
+                raise UsageError(f"unknown job kind {job.kind!r}; this worker runs {' and '.join(KINDS)} jobs")
+        except _Stop:
+            self.release(job)
+        except Q.LostClaim as exc:
+            self.log(f"job {job.id}: {exc.message}; dropping it")
+        except Exception as exc:
+            if os.environ.get("STYLER_DEBUG"):
+                self.log(traceback.format_exc().rstrip())
+            message = _one_line(exc)
+            try:
+                Q.fail(self.reg, job.id, self.id, message)
+                self.log(f"job {job.id}: failed: {message}")
+            except Q.LostClaim as lost:
+                self.log(f"job {job.id}: {lost.message}; dropping it")
+        finally:
+            beat.done.set()
+            beat.join()
+
+    def release(self, job: Job) -> None:
+        Q.release(self.reg, job.id, self.id)
+        self.log(f"job {job.id}: stopping; put back in the queue")
+
+    def generate(self, job: Job, beat: _Heartbeat) -> None:
+        from .generate.service import generate
+
+        payload = dict(job.payload)
+        base = payload.pop("base", None)
+        session = self.session(base)
+        req = request_from_payload(payload, native=64 if session.base.kind == "tiny" else 512)
+        req.extra = {**req.extra, "base": base, "job": job.id}
+        done = list(job.result.get("output_ids", []))  # a recovered job resumes after its last image
+        first = job.result.get("seed", req.seed)
+        if first is None:
+            first = random.SystemRandom().randint(0, 2**32 - req.n)
+        req.seed = first
+        req.validate()
+        result = {"output_ids": done, "seed": first, "n": req.n}
+        warn = lambda m: self.log(f"job {job.id}: warning: {m}")  # noqa: E731
+        for i in range(len(done), req.n):
+            if beat.lost.is_set():
+                raise Q.LostClaim(f"job {job.id} was taken from this worker (its heartbeat went stale)")
+            now = Q.heartbeat(self.reg, job.id, self.id, result=result)  # progress so far, and cancel requests
+            if self.stop.is_set():
+                return self.release(job)
+            if now.cancel_requested:
+                Q.finish(self.reg, job.id, self.id, result, status="cancelled")
+                return self.log(f"job {job.id}: cancelled after {len(done)} of {req.n} images")
+            with self.rendering():
+                out = generate(dataclasses.replace(req, n=1, seed=first + i), registry=self.reg,
+                               session=session, warn=warn)[0]
+            done.append(out.id)
+        Q.finish(self.reg, job.id, self.id, result)
+        self.log(f"job {job.id}: done, {len(done)} image(s)")
+
+    def evaluate(self, job: Job) -> None:
+        """Runs to the end once started (a cancel request is not seen inside evaluate)."""
+        from .eval.run import evaluate
+
+        payload = dict(job.payload)
+        subject = payload.pop("subject", None)
+        if not subject:
+            raise UsageError("eval job: the payload needs a subject (an adapter, a mix like a=0.5+b=0.5, or baseline)")
+        allowed = set(inspect.signature(evaluate).parameters) - {"text", "registry", "warn"}
+        unknown = sorted(set(payload) - allowed)
+        if unknown:
+            raise UsageError(f"eval job: unknown option(s) {', '.join(unknown)}; use {', '.join(sorted(allowed))}")
+        if self.device:
+            self.log(f"job {job.id}: note: eval jobs render on the CPU (evaluate takes no device)")
+        with self.rendering():
+            scores = evaluate(subject, **payload, registry=self.reg,
+                              warn=lambda m: self.log(f"job {job.id}: warning: {m}"))
+        Q.finish(self.reg, job.id, self.id, json.loads(json.dumps(scores, default=str)))
+        self.log(f"job {job.id}: done")
+
+
+def request_from_payload(payload: dict, *, native: int = 512):
+    """A generate Request from a job payload: Request's fields, plus `size` (N, "WxH" or [W, H])
+    instead of width/height; without either, the base's native size."""
+    from .generate.engine import parse_adapter_spec
+    from .generate.service import Request
+
+    p = dict(payload)
+    size = p.pop("size", None)
+    known = {f.name for f in dataclasses.fields(Request)}
+    unknown = sorted(set(p) - known)
+    if unknown:
+        raise UsageError(f"generate job: unknown field(s) {', '.join(unknown)}; use {', '.join(sorted(known | {'size', 'base'}))}")
+    if "prompt" not in p:
+        raise UsageError("generate job: the payload needs a prompt")
+    if size is not None:
+        m = re.fullmatch(r"(\d+)(?:x(\d+))?", "x".join(map(str, size)) if isinstance(size, (list, tuple)) else str(size))
+        if not m:
+            raise UsageError(f"generate job: size {size!r}: use N, \"WxH\" or [W, H]")
+        p["width"], p["height"] = int(m[1]), int(m[2] or m[1])
+    p.setdefault("width", native)
+    p.setdefault("height", native)
+    adapters = []
+    for a in p.get("adapters", []):
+        if isinstance(a, str):
+            name, w = parse_adapter_spec(a)
+            a = (name, w, None)
+        a = list(a) + [None] * (3 - len(a))
+        adapters.append((a[0], 1.0 if a[1] is None else float(a[1]), None if a[2] is None else float(a[2])))
+    p["adapters"] = adapters
+    return Request(**p)
+
+
+def run_worker(*, once: bool = False, device: str | None = None, poll_s: float = 1.0, stale_after_s: float = 60.0,
+               heartbeat_s: float = 5.0, stop_event: threading.Event | None = None, registry: Registry | None = None,
+               log=print) -> int:
+    """Run queued jobs until stopped (or, with `once`, at most one); returns the exit code (0)."""
+    device = check_device(device)
+    if poll_s <= 0:
+        raise UsageError(f"--poll {poll_s:g} must be > 0 seconds")
+    if stale_after_s <= heartbeat_s:
+        raise UsageError(f"--stale-after {stale_after_s:g}s must be longer than the heartbeat interval "
+                         f"({heartbeat_s:g}s), or live jobs would be taken from their workers")
+    stop = stop_event or threading.Event()
+    worker = _Worker(registry or Registry(), device, heartbeat_s, stop, log)
+    handled = (signal.SIGINT, signal.SIGTERM)
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {s: signal.signal(s, worker.on_signal) for s in handled}
+    log(f"worker {worker.id} ready on {device or 'cpu'}; waiting for jobs" + ("" if once else " (Ctrl-C to stop)"))
+    try:
+        while not stop.is_set():
+            for job in Q.recover_stale(worker.reg, stale_after_s=stale_after_s):
+                log(f"job {job.id}: its worker stopped responding; now {job.status}")
+            job = Q.claim(worker.reg, worker.id)
+            if job is not None:
+                worker.run(job)
+            if once:
+                break
+            if job is None:
+                stop.wait(poll_s)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    log(f"worker {worker.id} stopped")
+    return 0
