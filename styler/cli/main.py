@@ -77,7 +77,9 @@ def _add_groups() -> None:
     eval_cmd.register(app)
     app.add_typer(models_cmd.app, name="models", rich_help_panel="Setup")
     app.add_typer(registry_cmd.app, name="registry", rich_help_panel="Setup")
+    from . import tui_cmd
 
+    app.command("tui", rich_help_panel="Dashboard")(tui_cmd.tui)
     from . import worker_cmd
 
     app.command("worker", rich_help_panel="Jobs")(worker_cmd.worker)

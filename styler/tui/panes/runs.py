@@ -1,0 +1,158 @@
+"""The Runs tab: training runs; the detail follows the selected run live from its metrics.jsonl."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from registry import Registry, Run
+from textual import on, work
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.widgets import DataTable, Sparkline, Static
+
+from ..metrics import MetricsTail, RunStats
+from ..provenance import Provenance, Section, fmt_num, fmt_time, run_links, short_id
+from ..widgets import ProvenanceView
+from .base import TablePane
+
+TAIL_EVERY_S = 0.5
+RUNS_EVERY_S = 2.0
+STATUS_STYLES = {"running": "bold blue", "completed": "green", "failed": "red", "interrupted": "yellow"}
+
+
+class RunsPane(TablePane):
+    COLUMNS = ("run", "status", "method", "dataset", "step", "loss")
+    FILTER_HINT = "filter by run id, status, method or dataset  (/)"
+
+    class Tailed(Message):
+        """New rows were read from the followed run's metrics.jsonl."""
+
+        def __init__(self, run_id: str, stats: RunStats) -> None:
+            super().__init__()
+            self.run_id = run_id
+            self.stats = stats
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.dataset_labels: dict[str, str] = {}
+        self.run: Run | None = None
+        self.tail: MetricsTail | None = None
+        self.stats = RunStats()
+
+    def compose(self) -> ComposeResult:
+        with Horizontal():
+            with Vertical(classes="list"):
+                yield from self.compose_table()
+            with Vertical(classes="detail"):
+                yield Static(id="live", markup=False)
+                yield Sparkline([], id="loss-spark")
+                yield ProvenanceView()
+
+    def on_mount(self) -> None:  # TablePane.on_mount runs too (Textual calls each class's handler)
+        self.set_interval(TAIL_EVERY_S, self._tick)
+        self.set_interval(RUNS_EVERY_S, self._refresh_runs)
+
+    # -- table -----------------------------------------------------------------------------------
+    def read(self, reg: Registry):
+        return reg.all(Run)[::-1], self.dataset_labels_or_report(reg)
+
+    def loaded(self, data) -> None:
+        self.records, self.dataset_labels = data
+
+    def row(self, r: Run) -> tuple:
+        return (short_id(r.id), Text(r.status, style=STATUS_STYLES.get(r.status, "")), r.method,
+                self.dataset_labels.get(r.dataset_id or "", "-"), f"{r.step}/{r.total_steps}", fmt_num(r.loss))
+
+    def filter_fields(self, r: Run) -> tuple:
+        return (r.id, r.status, r.method, self.dataset_labels.get(r.dataset_id or "", ""))
+
+    def _refresh_runs(self) -> None:
+        if self.is_on_screen:
+            self.refresh_data()  # status and step of the run records
+
+    # -- detail ----------------------------------------------------------------------------------
+    def read_detail(self, reg: Registry, key: str):
+        run = reg.get(Run, key)
+        cfg = run.config or {}
+        facts = (("started", fmt_time(run.started_at)), ("finished", fmt_time(run.finished_at)))
+        facts += tuple((k, str(cfg[k])) for k in ("rank", "alpha", "lr", "batch", "resolution", "targets") if k in cfg)
+        if run.error:
+            facts += (("error", run.error),)
+        prov = Provenance(f"run {run.id}", facts, (Section("made from / made", run_links(reg, run)),))
+        return run, prov
+
+    def show_detail(self, key: str | None, detail) -> None:
+        view = self.query_one(ProvenanceView)
+        if detail is None:
+            self.run, self.tail, self.stats = None, None, RunStats()
+            view.show(None, "no runs yet: `styler train DATASET`")
+            self._draw()
+            return
+        run, prov = detail
+        view.show(prov)
+        if self.run is None or self.run.id != run.id:
+            self.tail = MetricsTail(self.app.home / "runs" / run.id / "metrics.jsonl")
+            self.stats = RunStats()
+        self.run = run
+        self._draw()
+        self._poll()
+
+    def _tick(self) -> None:
+        if self.tail is not None and self.is_on_screen:
+            self._poll()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="tail", description="following metrics.jsonl")
+    def _poll(self) -> None:
+        tail, run = self.tail, self.run
+        if tail is None or run is None:
+            return
+        # never dropped when superseded: the rows it read are gone from the file's unread part
+        self.post_message(self.Tailed(run.id, tail.poll()))
+
+    @on(Tailed)
+    def _on_tailed(self, message: Tailed) -> None:
+        message.stop()
+        if self.run is None or message.run_id != self.run.id:
+            return
+        if message.stats.rows_seen < self.stats.rows_seen and message.stats.rows_seen:
+            return  # an older poll delivered late
+        if message.stats != self.stats:
+            self.stats = message.stats
+            self._draw()
+
+    def _draw(self) -> None:
+        live = self.query_one("#live", Static)
+        spark = self.query_one("#loss-spark", Sparkline)
+        run, s = self.run, self.stats
+        if run is None:
+            live.update("")
+            spark.data = []
+            return
+        step = s.step if s.step is not None else run.step
+        total = run.total_steps
+        t = Text()
+        t.append(f"run {short_id(run.id)}  ", style="bold")
+        t.append(run.status, style=STATUS_STYLES.get(run.status, ""))
+        t.append(f"  {run.method}\n")
+        pct = f"  ({100 * step / total:.0f}%)" if total else ""
+        t.append("step     ", style="dim").append(f"{step}/{total}{pct}")
+        if s.epoch is not None:
+            t.append("   epoch ", style="dim").append(str(s.epoch))
+        t.append("\nspeed    ", style="dim").append(f"{s.it_per_s:.2f} it/s" if s.it_per_s else "-")
+        t.append("\nloss     ", style="dim").append(fmt_num(s.loss if s.loss is not None else run.loss))
+        t.append("   val ", style="dim").append(fmt_num(s.val_loss))
+        t.append("\nlr       ", style="dim").append(f"{s.lr:.2e}" if s.lr is not None else "-")
+        if s.memory:
+            t.append("\nmemory   ", style="dim").append(s.memory)
+        if not s.rows_seen:
+            t.append("\nno metrics yet", style="dim")
+        if s.bad_lines:
+            t.append(f"\n{s.bad_lines} unreadable line(s) in metrics.jsonl skipped", style="yellow")
+        t.append("\nloss history", style="dim")
+        live.update(t)
+        spark.data = list(s.losses)
+
+    @on(DataTable.RowSelected)
+    def _enter(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.query_one(ProvenanceView).enter()

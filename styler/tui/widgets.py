@@ -1,0 +1,153 @@
+"""Small widgets and helpers the panes share. User text always goes in as `rich.text.Text`, never
+as markup, so a prompt like "[bold]x" shows literally."""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import DataTable, OptionList, Static
+from textual.widgets.option_list import Option
+
+from .messages import Navigate
+from .provenance import Link, Provenance
+
+BLOCKS = " ▏▎▍▌▋▊▉█"
+
+
+def plain(value, style: str = "") -> Text:
+    """A table cell or label that is never parsed as markup."""
+    return value if isinstance(value, Text) else Text("-" if value is None else str(value), style=style)
+
+
+def clip(text: str, width: int) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def fill_table(table: DataTable, rows: Iterable[tuple[str, tuple]]) -> None:
+    """Replace a table's rows, keeping the cursor on the same key where it still exists.
+
+    Column widths are set here from the new cells, before the rows go in: DataTable otherwise
+    measures them on its next idle, and a frame painted in between stays cached with the old
+    widths (its line cache is keyed by an update count that measuring does not bump)."""
+    rows = [(key, tuple(plain(c) for c in cells)) for key, cells in rows]
+    signature = [(key, tuple(c.plain for c in cells)) for key, cells in rows]
+    if getattr(table, "_styler_rows", None) == signature:
+        return  # unchanged: no flicker, no cursor jump
+    table._styler_rows = signature
+    current = current_key(table)
+    table.clear()
+    set_widths(table, [cells for _, cells in rows])
+    for key, cells in rows:
+        table.add_row(*cells, key=key)
+    if current is not None:
+        move_to_key(table, current)
+
+
+def set_widths(table: DataTable, rows: list[tuple]) -> None:
+    """Fix each column's width to its widest cell or label."""
+    for i, column in enumerate(table.ordered_columns):
+        width = max([column.label.cell_len, *(cells[i].cell_len for cells in rows if i < len(cells))])
+        column.auto_width = False
+        column.width = width
+
+
+def current_key(table: DataTable) -> str | None:
+    if not table.row_count:
+        return None
+    try:
+        return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+    except Exception:  # the cursor may sit past the end right after a clear
+        return None
+
+
+def move_to_key(table: DataTable, key: str) -> bool:
+    try:
+        index = table.get_row_index(key)
+    except Exception:
+        return False
+    table.move_cursor(row=index, scroll=True)
+    return True
+
+
+class ProvenanceView(Vertical):
+    """Facts about one record and the links of its chain; Enter on a link navigates there."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.provenance: Provenance | None = None
+        self._links: list[Link] = []
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="facts", markup=False)
+        yield OptionList(id="links")
+
+    def show(self, prov: Provenance | None, message: str = "") -> None:
+        self.provenance = prov
+        facts = self.query_one("#facts", Static)
+        links = self.query_one("#links", OptionList)
+        if prov is None:
+            facts.update(Text(message, style="dim"))
+            links.clear_options()
+            self._links = []
+            return
+        body = Text(prov.title + "\n", style="bold")
+        for key, value in prov.facts:
+            body.append(f"{key:<13}", style="dim").append(str(value) + "\n")
+        facts.update(body.rstrip() or body)
+        options: list[Option] = []
+        self._links = []
+        for section in prov.sections:
+            head = Text(section.title, style="bold")
+            if section.note:
+                head.append(f"  {section.note}", style="dim")
+            options.append(Option(head, disabled=True))
+            for link in section.links:
+                options.append(Option(Text("  → ") + Text(link.text), id=f"link-{len(self._links)}"))
+                self._links.append(link)
+        links.set_options(options)
+
+    def enter(self) -> None:
+        """Focus the links with the first one highlighted (Enter on a table row lands here)."""
+        links = self.query_one("#links", OptionList)
+        first = next((i for i in range(links.option_count) if not links.get_option_at_index(i).disabled), None)
+        if first is not None:
+            links.highlighted = first
+        links.focus()
+
+    @property
+    def text(self) -> str:
+        return self.provenance.text() if self.provenance else ""
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        event.stop()
+        if event.option_id and event.option_id.startswith("link-"):
+            link = self._links[int(event.option_id[5:])]
+            self.post_message(Navigate(link.tab, link.target))
+
+
+def bar_chart(values: list[tuple[str, float | None]], *, width: int = 40, best: str | None = None,
+              lower_is_better: bool = False) -> Text:
+    """Horizontal bars in eighth-blocks, one per subject, scaled from 0 (or the minimum if negative)."""
+    valid = [v for _, v in values if v is not None and math.isfinite(v)]
+    out = Text()
+    if not valid:
+        return Text("no values", style="dim")
+    lo, hi = min(0.0, min(valid)), max(0.0, max(valid))
+    span = (hi - lo) or 1.0
+    label_w = min(24, max(len(name) for name, _ in values))
+    for name, value in values:
+        out.append(f"{clip(name, label_w):<{label_w}} ", style="bold" if name == best else "")
+        if value is None or not math.isfinite(value):
+            out.append("n/a\n", style="dim")
+            continue
+        eighths = round((value - lo) / span * width * 8)
+        bar = BLOCKS[-1] * (eighths // 8) + (BLOCKS[eighths % 8] if eighths % 8 else "")
+        out.append(f"{bar:<{width}}", style="green" if name == best else "cyan")
+        out.append(f" {value:.4g}" + (" ★" if name == best else "") + "\n")
+    out.append("lower is better" if lower_is_better else "higher is better", style="dim")
+    return out

@@ -1,0 +1,90 @@
+"""The dashboard's pure parts: the metrics tail, payloads from forms and recipes, bars, labels."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from styler.tui.metrics import MetricsTail, RunStats
+from styler.tui.provenance import adapters_text, fmt_time, matches
+from styler.tui.queue_ops import FormError, eval_payload, mix_payload, parse_size
+from styler.tui.widgets import bar_chart
+
+
+def test_tail_reads_only_new_complete_lines(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    tail = MetricsTail(path)
+    assert tail.poll() == RunStats()  # no file yet
+    path.write_text('{"step": 1, "loss": 1.0, "time": 10.0}\n{"step": 2, "lo')
+    stats = tail.poll()
+    assert (stats.rows_seen, stats.step) == (1, 1)
+    offset = tail.offset
+    with open(path, "a") as fh:
+        fh.write('ss": 0.8, "time": 12.0, "lr": 0.001}\nnot json\n[1, 2]\n')
+    stats = tail.poll()
+    assert tail.offset > offset
+    assert (stats.rows_seen, stats.step, stats.loss, stats.lr, stats.bad_lines) == (2, 2, 0.8, 0.001, 2)
+    assert stats.it_per_s == pytest.approx(0.5)  # from timestamps: 1 step in 2 s
+    assert tail.poll() == stats  # nothing new
+
+
+def test_tail_starts_over_when_the_file_is_replaced(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps({"step": s, "loss": 1.0 / s}) + "\n" for s in range(1, 6)))
+    tail = MetricsTail(path)
+    assert tail.poll().step == 5
+    tmp = tmp_path / "new.jsonl"
+    tmp.write_text(json.dumps({"step": 1, "loss": 2.0, "step_s": 0.25}) + "\n")
+    os.replace(tmp, path)  # a resumed or restarted run writes a new file
+    stats = tail.poll()
+    assert (stats.rows_seen, stats.step, stats.it_per_s) == (1, 1, 4.0)
+
+
+def test_stats_keep_the_last_val_loss_and_skip_nan():
+    rows = [{"step": 1, "loss": 1.0, "val_loss": 0.9}, {"step": 2, "loss": float("nan")}, {"step": 3, "loss": 0.5}]
+    stats = RunStats.from_rows(rows)
+    assert (stats.step, stats.loss, stats.val_loss, stats.losses) == (3, 0.5, 0.9, (1.0, 0.5))
+
+
+def test_mix_payload_from_form_fields():
+    p = mix_payload("a cat", [("anime@1", "0.5"), ("ink@2", "-0.25")], n="2", seed="", steps="20", size="64x32")
+    assert p == {"prompt": "a cat", "adapters": [["anime@1", 0.5, None], ["ink@2", -0.25, None]], "n": 2,
+                 "seed": None, "steps": 20, "scheduler": "ddim", "base": None, "width": 64, "height": 32}
+    assert "width" not in mix_payload("a cat", [], n="1", seed="3", steps="2")  # the base's own size
+    for kwargs, message in [(dict(n="0"), "n must be at least 1"), (dict(seed="x"), "seed must be a whole number"),
+                            (dict(size="60x64"), "multiples of 8")]:
+        fields = {"n": "1", "seed": "", "steps": "2", **kwargs}
+        with pytest.raises(FormError, match=message):
+            mix_payload("a cat", [], **fields)
+    with pytest.raises(FormError, match="weight of anime@1"):
+        mix_payload("a cat", [("anime@1", "lots")], n="1", seed="", steps="2")
+    with pytest.raises(FormError, match="prompt is empty"):
+        mix_payload("  ", [], n="1", seed="", steps="2")
+    assert parse_size("64") == (64, 64)
+
+
+def test_eval_payload():
+    assert eval_payload(" anime ", n="4", clip="", metrics="clip_t fid") == {
+        "subject": "anime", "n": 4, "clip": None, "metrics": "clip_t,fid", "against": None}
+    with pytest.raises(FormError, match="subject is empty"):
+        eval_payload("", n="4", clip="")
+
+
+def test_bar_chart_scales_from_zero_and_marks_the_best():
+    text = bar_chart([("a", 2.0), ("b", 1.0), ("c", None)], width=8, best="a").plain.splitlines()
+    assert text[0] == "a ████████ 2 ★"
+    assert text[1] == "b ████     1"
+    assert text[2] == "c n/a"
+    assert text[3] == "higher is better"
+    assert "lower is better" in bar_chart([("a", 1.0)], lower_is_better=True).plain
+
+
+def test_labels():
+    assert adapters_text([]) == "base"
+    assert adapters_text([{"name": "a", "version": 2, "weight": 0.5, "te_weight": 0.5},
+                          {"name": "b", "weight": 1.0, "te_weight": 0.0}]) == "a@2×0.5 + b×1/te 0"
+    assert fmt_time("2024-05-01T12:34:56.789+00:00") == "2024-05-01 12:34"
+    assert fmt_time("2024-05-01T12:34:56.789+00:00", short=True) == "05-01 12:34"
+    assert matches("INK", "calligraphy/ink@1") and matches("", None) and not matches("x", "abc", None)

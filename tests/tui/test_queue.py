@@ -1,0 +1,152 @@
+"""The Queue tab: a mix generation queued through the form, run by a worker, seen to finish."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from registry import Registry
+
+from styler.tui.queue_ops import list_jobs
+from styler.tui.widgets import current_key
+
+from .helpers import JOB_FAILED, cell_texts, make_app, settle
+
+
+async def _type(pilot, selector: str, text: str) -> None:
+    widget = pilot.app.query_one(selector)
+    widget.focus()
+    widget.value = ""
+    await pilot.press(*text)
+
+
+def test_queue_a_mix_through_the_form_and_run_it(styled):
+    async def go():
+        app = make_app(styled)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.press("6")
+            await settle(pilot)
+            pane = app.pane("queue")
+            selection = pane.query_one("#mix-adapters")
+            assert [str(selection.get_option_at_index(i).prompt) for i in range(selection.option_count)] == \
+                ["anime@1", "watercolor@1", "ink@1"]
+            selection.focus()
+            await pilot.press("down", "space", "down", "space")  # anime and watercolor
+            await settle(pilot)
+            assert selection.selected == ["anime@1", "watercolor@1"]
+            await _type(pilot, "#weights Input.weight", "0.25")  # the first weight row: anime
+            pane.weight_input("watercolor@1").value = "0.75"
+            await _type(pilot, "#mix-prompt", "a cat [bold]x")
+            await _type(pilot, "#mix-n", "1")
+            await _type(pilot, "#mix-seed", "11")
+            await _type(pilot, "#mix-steps", "2")
+            await _type(pilot, "#mix-base", "tiny")
+            await pilot.click("#queue-generate")
+            await settle(pilot)
+
+            jobs = list_jobs(Registry(styled))
+            assert len(jobs) == 1
+            job = jobs[0]
+            assert (job.kind, job.status) == ("generate", "queued")
+            assert job.payload == {"prompt": "a cat [bold]x", "adapters": [["anime@1", 0.25, None], ["watercolor@1", 0.75, None]],
+                                   "n": 1, "seed": 11, "steps": 2, "scheduler": "ddim", "base": "tiny"}
+            rows = {r[0]: r for r in cell_texts(pane.jobs_table)}
+            assert rows[job.id[-8:]][1:4] == ["generate", "queued", "0"]
+
+            try:
+                from styler.worker import run_worker
+            except ImportError:
+                pytest.skip("styler.worker.run_worker is not available: the job stays queued")
+            await asyncio.to_thread(run_worker, once=True, registry=Registry(styled), log=lambda m: None)
+            await pilot.press("r")
+            await settle(pilot)
+            assert pane.job_status(job.id) == "done"
+            rows = {r[0]: r for r in cell_texts(pane.jobs_table)}
+            assert rows[job.id[-8:]][2] == "done"
+
+    asyncio.run(go())
+
+
+def test_form_errors_are_notifications_not_jobs(fixed_home):
+    async def go():
+        app = make_app(fixed_home)
+        seen = []
+        app.notify = lambda message, **kw: seen.append((message, kw.get("severity")))
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.press("6")
+            await settle(pilot)
+            await pilot.click("#queue-generate")  # no prompt
+            await _type(pilot, "#mix-prompt", "a fox")
+            await _type(pilot, "#mix-steps", "0")
+            await pilot.click("#queue-generate")
+            await pilot.click("#queue-eval")  # no subject
+            await settle(pilot)
+        return seen
+
+    seen = asyncio.run(go())
+    assert [s for _, s in seen] == ["error"] * 3
+    assert "prompt is empty" in seen[0][0] and "steps must be at least 1" in seen[1][0] and "subject" in seen[2][0]
+    assert len(list_jobs(Registry(fixed_home))) == 2  # the fixture's two jobs only
+
+
+def test_cancel_retry_keys_and_eval_form(fixed_home):
+    async def go():
+        app = make_app(fixed_home)
+        seen = []
+        app.notify = lambda message, **kw: seen.append((message, kw.get("severity")))
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.press("6")
+            await settle(pilot)
+            pane = app.pane("queue")
+            await _type(pilot, "#eval-subject", "anime@1")
+            await _type(pilot, "#eval-n", "2")
+            await _type(pilot, "#eval-clip", "tiny")
+            await pilot.click("#queue-eval")
+            await settle(pilot)
+            new = next(j for j in pane.jobs if j.kind == "eval" and j.status == "queued")
+            assert new.payload == {"subject": "anime@1", "n": 2, "clip": "tiny", "metrics": None, "against": None}
+            pane.jobs_table.focus()
+            assert current_key(pane.jobs_table) == new.id  # newest first
+            await pilot.press("c")
+            await settle(pilot)
+            assert pane.job_status(new.id) == "cancelled"
+            await pilot.press("t")
+            await settle(pilot)
+            assert pane.job_status(new.id) == "queued"
+            await pilot.press("down", "down", "c")  # the done job cannot be cancelled: an error, no crash
+            await settle(pilot)
+            assert current_key(pane.jobs_table) != JOB_FAILED
+        return seen
+
+    seen = asyncio.run(go())
+    errors = [m for m, s in seen if s == "error"]
+    assert len(errors) == 1 and "already done" in errors[0]
+
+
+def test_w_starts_a_worker_that_stops_with_the_app(fixed_home):
+    import sys
+
+    command = [sys.executable, "-c", "import time; print('worker up', flush=True); time.sleep(60)"]
+
+    async def go():
+        app = make_app(fixed_home, worker_command=command)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.press("6")
+            await settle(pilot)
+            await pilot.press("w")
+            await pilot.pause(0.3)
+            bg = app.background
+            assert bg.running() and bg.pid
+            assert bg.log_path.parent == fixed_home / "logs"
+            assert f"worker pid {bg.pid} running" in pane_status(app)
+            await pilot.press("w")  # a second press does not start a second worker
+            assert app.background.pid == bg.pid
+        return bg
+
+    bg = asyncio.run(go())
+    assert not bg.running()  # stopped when the app exited
+    assert "worker up" in bg.log_path.read_text()
+
+
+def pane_status(app) -> str:
+    return app.pane("queue").query_one("#worker-status").content.plain

@@ -1,0 +1,52 @@
+"""The Runs tab follows a metrics.jsonl that another process appends to."""
+
+from __future__ import annotations
+
+import asyncio
+
+from styler.tui.widgets import move_to_key
+
+from .helpers import RUN_LIVE, make_app, metrics_row, settle
+
+
+def live_text(pane) -> str:
+    return pane.query_one("#live").content.plain
+
+
+def test_runs_tab_follows_appended_metrics(fixed_home):
+    metrics = fixed_home / "runs" / RUN_LIVE / "metrics.jsonl"
+
+    async def go():
+        app = make_app(fixed_home)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.press("3")
+            await settle(pilot)
+            pane = app.pane("runs")
+            move_to_key(pane.table, RUN_LIVE)
+            await settle(pilot)
+            assert "step     2/10  (20%)" in live_text(pane)
+            spark = pane.query_one("#loss-spark")
+            assert list(spark.data) == [1.1, 0.9]
+
+            with open(metrics, "a") as fh:  # a training in another terminal writes two steps …
+                fh.write(metrics_row(3, 0.8) + metrics_row(4, 0.7, val_loss=0.95))
+                fh.write(metrics_row(5, 0.6)[:20])  # … and is half-way through a third line
+            await pilot.pause(0.7)  # the tail timer runs every 0.5 s
+            await settle(pilot)
+            text = live_text(pane)
+            assert "step     4/10  (40%)" in text
+            assert "val 0.95" in text
+            assert "2.00 it/s" in text  # step_s 0.5
+            assert list(spark.data) == [1.1, 0.9, 0.8, 0.7]
+
+            with open(metrics, "a") as fh:
+                fh.write(metrics_row(5, 0.6)[20:] + metrics_row(6, 0.5, memory={"cuda_peak": 3 * 2**30}))
+            await pilot.pause(0.7)
+            await settle(pilot)
+            text = live_text(pane)
+            assert "step     6/10  (60%)" in text
+            assert "memory   cuda_peak 3.00 GiB" in text
+            assert pane.tail.offset == metrics.stat().st_size  # read incrementally to the end
+            assert list(spark.data)[-2:] == [0.6, 0.5]
+
+    asyncio.run(go())

@@ -1,0 +1,67 @@
+"""Plain-text snapshots of each tab at 120×40 over a home with fixed ids and timestamps.
+
+A difference fails with both screens side by side in the message; after an intended change,
+regenerate with `STYLER_UPDATE_SNAPSHOTS=1 pytest tests/tui/test_snapshots.py` and review the diff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import os
+from pathlib import Path
+
+import pytest
+
+from .helpers import RUN_ANIME, make_app, settle, stable_screen
+
+SNAPSHOTS = Path(__file__).parent / "snapshots"
+SCREENS = {"datasets": "1", "adapters": "2", "runs": "3", "outputs": "4", "scores": "5", "queue": "6"}
+
+
+@pytest.fixture
+def unicode_previews(monkeypatch):
+    """Previews drawn with unicode blocks whatever terminal runs the tests (Sixel/Kitty otherwise)."""
+    from textual_image.widget import UnicodeImage
+
+    from styler.tui.panes import outputs
+
+    monkeypatch.setattr(outputs, "PreviewImage", UnicodeImage)
+
+
+async def _screens(home) -> dict[str, str]:
+    app = make_app(home)
+    shots = {}
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        for name, key in SCREENS.items():
+            await pilot.press(key)
+            await settle(pilot)
+            if name == "runs":
+                from styler.tui.widgets import move_to_key
+
+                move_to_key(app.pane("runs").table, RUN_ANIME)  # a finished run: nothing moves
+                await settle(pilot)
+            shots[name] = await stable_screen(pilot) + "\n"
+    return shots
+
+
+def _diff(name: str, expected: str, now: str) -> str:
+    return "\n".join(difflib.unified_diff(expected.splitlines(), now.splitlines(), f"{name} (expected)", "now",
+                                         lineterm="", n=1))
+
+
+def test_snapshots(fixed_home, unicode_previews):
+    shots = asyncio.run(_screens(fixed_home))
+    update = os.environ.get("STYLER_UPDATE_SNAPSHOTS") == "1"
+    failures = []
+    for name, text in shots.items():
+        path = SNAPSHOTS / f"{name}.txt"
+        if update or not path.exists():
+            SNAPSHOTS.mkdir(exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+            continue
+        expected = path.read_text(encoding="utf-8")
+        if text != expected:
+            failures.append(_diff(f"{name}.txt", expected, text))
+    assert not failures, "screens changed (STYLER_UPDATE_SNAPSHOTS=1 to accept):\n" + "\n".join(failures)
