@@ -10,12 +10,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from styler.errors import InputError, UsageError, WriteError
+from styler.errors import InputError, UsageError
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -158,16 +157,9 @@ def save_probe(probe: StyleProbe, path: str | os.PathLike) -> Path:
             "val_accuracy": probe.val_accuracy}
     tensors = {"weight": probe.weight.detach().float().contiguous(),
                "bias": probe.bias.detach().float().contiguous()}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(meta, ensure_ascii=False)})
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise WriteError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    from ..files import atomic_write
+
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={META_KEY: json.dumps(meta, ensure_ascii=False)}))
 
 
 def load_probe(path: str | os.PathLike) -> StyleProbe:

@@ -6,15 +6,14 @@ from __future__ import annotations
 import base64
 import html
 import io
-import math
 import os
-import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from styler.errors import UsageError, WriteError
+from styler.errors import UsageError
+from styler.files import write_bytes_atomic
 from styler.data.synth.fonts import find_cjk_font
 from styler.generate.grid import _ellipsize, _Face, make_grid, needs_cjk
 
@@ -52,24 +51,6 @@ def _fmt(value) -> str:
 
 def _metric_title(metric: str) -> str:
     return f"{metric}  ({'lower' if lower_is_better(metric) else 'higher'} is better)"
-
-
-def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise WriteError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 # ---------------------------------------------------------------- PNG
@@ -169,7 +150,7 @@ def render_image(subjects: list[SubjectReport], title: str = "") -> Image.Image:
 def render_png(subjects: list[SubjectReport], path: str | os.PathLike, title: str = "") -> Path:
     buffer = io.BytesIO()
     render_image(subjects, title).save(buffer, format="PNG", optimize=True)
-    return write_atomic(path, buffer.getvalue())
+    return write_bytes_atomic(path, buffer.getvalue())
 
 
 # ---------------------------------------------------------------- HTML
@@ -258,7 +239,7 @@ def render_html_text(subjects: list[SubjectReport], title: str = "") -> str:
 
 
 def render_html(subjects: list[SubjectReport], path: str | os.PathLike, title: str = "") -> Path:
-    return write_atomic(path, render_html_text(subjects, title).encode("utf-8"))
+    return write_bytes_atomic(path, render_html_text(subjects, title).encode("utf-8"))
 
 
 def write_report(subjects: list[SubjectReport], path: str | os.PathLike, title: str = "") -> Path:

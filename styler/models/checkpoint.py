@@ -10,11 +10,10 @@ table and any key the table does not cover is an error, so nothing is dropped si
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
-from ..errors import InputError, WriteError
+from ..errors import InputError
 
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
@@ -174,13 +173,6 @@ def to_single_file(pipeline_folder: str | os.PathLike, out: str | os.PathLike) -
     meta = {"format": "pt", "written_by": "styler (styler.models.checkpoint.to_single_file)",
             "note": f"original Stable Diffusion layout converted from the diffusers folder {folder.name}"}
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        save_file(tensors, str(tmp), metadata=meta)
-        os.replace(tmp, out)
-    except OSError as exc:
-        raise WriteError(f"cannot write {out}: {exc.strerror or exc}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out
+    from ..files import atomic_write
+
+    return atomic_write(out, lambda tmp: save_file(tensors, tmp, metadata=meta))

@@ -11,11 +11,10 @@
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from pathlib import Path
 
-from ..errors import UsageError, WriteError
+from ..errors import UsageError
 from .config import TEXT_TARGETS, TrainConfig
 
 ADAPTER_FILE = "adapter.safetensors"
@@ -69,16 +68,10 @@ def _write_with_metadata(src: Path, dest: Path, extra: dict[str, str]) -> Path:
         tensors = {k: fh.get_tensor(k) for k in fh.keys()}
     metadata.update({k: str(v) for k, v in extra.items()})
     metadata.setdefault("format", "pt")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, dest)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise WriteError(f"could not save the adapter to {dest} ({exc.strerror or exc})") from None
-    return dest
+    from ..files import atomic_write
+
+    return atomic_write(dest, lambda tmp: save_file(tensors, tmp, metadata=metadata),
+                        error=f"could not save the adapter to {dest}")
 
 
 class LoraMethod(Method):
