@@ -276,7 +276,7 @@ class Trainer:
                 epoch = (step * plan.samples_per_step - 1) // plan.n_train
                 if self.main:
                     row = {"step": step, "loss": loss_value, "lr": lr, "epoch": epoch, "time": time.time(),
-                           "step_s": time.perf_counter() - t0}
+                           "step_s": time.perf_counter() - t0, "memory": _memory_row(str(self.device))}
                     if state is not None:
                         state.record_step(step=step, loss=loss_value, lr=lr, epoch=epoch)
                     if cfg.validate_every and step % cfg.validate_every == 0 or step == plan.total_steps and cfg.validate_every:
@@ -346,6 +346,15 @@ class _null:
 
     def __exit__(self, *exc):
         return False
+
+
+def _memory_row(device: str) -> dict:
+    """This step's memory numbers for metrics.jsonl (what `styler tui` shows for a live run)."""
+    from .monitor import sample_memory
+
+    m = sample_memory(device)
+    keys = ("allocated", "reserved", "peak") if m.kind == "cuda" else ("rss", "system_used")
+    return {k: getattr(m, k) for k in keys if getattr(m, k) is not None}
 
 
 def write_metrics(path: Path, row: dict) -> None:

@@ -63,6 +63,7 @@ def test_run_files_metrics_and_effective_config(calli, styler_home):
     rows = [json.loads(line) for line in (rdir / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in rows] == [1, 2, 3, 4, 5]
     assert all(np.isfinite(row["loss"]) and row["lr"] == 1e-4 for row in rows)
+    assert all(row["memory"]["rss"] > 0 for row in rows)  # what `styler tui` shows for a live run
     saved = tomllib.loads((rdir / "config.toml").read_text())
     assert (saved["rank"], saved["alpha"], saved["seed"], saved["dataset"]) == (4, 2.0, 3, calli)
     # the saved config is enough to run again: same data order and noise, same loss curve
