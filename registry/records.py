@@ -129,6 +129,8 @@ class Output(Record):
     run_id: str | None = None
     content_blob: str | None = None
     params: dict = field(default_factory=dict)
+    device: str = ""  # where it was rendered ("cuda:0", "cpu", …) and in what dtype ("bf16", …)
+    dtype: str = ""
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,8 @@ class Settings:
     clip: str = ""  # CLIP model for evaluation
     allow_download: bool = False  # let styler fetch models from the Hugging Face Hub
     hf_cache: str = ""  # override of the Hugging Face cache folder to search
+    device: str = ""  # auto | cpu | cuda | cuda:N | mps (STYLER_DEVICE and --device override it)
+    dtype: str = ""  # auto | fp32 | fp16 | bf16 (STYLER_DTYPE and --dtype override it)
 
 
 def home() -> Path:

@@ -65,7 +65,8 @@ def _say(console, text: str) -> None:
 
 
 def run_demo(*, fresh: bool = False, console=None, registry: Registry | None = None,
-             train_steps: int = TRAIN["steps"], eval_n: int = 6, gen_steps: int = GEN["steps"]) -> DemoResult:
+             train_steps: int = TRAIN["steps"], eval_n: int = 6, gen_steps: int = GEN["steps"],
+             placement=None) -> DemoResult:
     from .data.library import synth_dataset
     from .eval.reporting import write_report
     from .eval.run import evaluate
@@ -76,7 +77,10 @@ def run_demo(*, fresh: bool = False, console=None, registry: Registry | None = N
     from .train.config import build_config
     from .train.trainer import train
 
+    from .device import resolve_placement
+
     t0 = time.perf_counter()
+    placement = placement or resolve_placement()
     gen = {**GEN, "steps": gen_steps}
     reg = registry or Registry()
     if fresh:
@@ -110,7 +114,7 @@ def run_demo(*, fresh: bool = False, console=None, registry: Registry | None = N
         result.reused.append("images")
     else:
         _say(console, "rendering baseline and adapter images")
-        session = Session.open("tiny")
+        session = Session.open("tiny", placement)
         for kind, (_, prompt) in STYLES.items():
             for label, adapters in ((f"baseline · {kind}", []), (f"{NS}/{kind}", [(f"{NS}/{kind}", 1.0, None)])):
                 outs = generate(Request(prompt=prompt, seed=0, n=2, adapters=adapters, extra={"demo": True}, **gen),
@@ -124,12 +128,12 @@ def run_demo(*, fresh: bool = False, console=None, registry: Registry | None = N
         a, b = f"{NS}/calligraphy", f"{NS}/watercolor"
         req = Request(prompt="mifu, wtrc, 书法 永", seed=3, adapters=[(a, 0.5, None), (b, 0.5, None)],
                       extra={"demo": True}, **gen)
-        _, result.sweep = run_sweep(req, a, b, out_dir=folder / "sweep", registry=reg)
+        _, result.sweep = run_sweep(req, a, b, out_dir=folder / "sweep", registry=reg, placement=placement)
 
     _say(console, "evaluating each adapter against its dataset and the baseline (tiny CLIP)")
     for a in result.adapters:
         scores = evaluate(a.name, n=eval_n, seed=0, clip="tiny", steps=gen_steps, registry=reg,
-                          metrics="clip_t,style_sim,cmmd")
+                          metrics="clip_t,style_sim,cmmd", placement=placement)
         result.scores.update(scores["scores"])
     result.report = write_report([a.name for a in result.adapters], folder / "report.html", registry=reg)
     state_path.write_text(json.dumps({"images": result.images, "sweep": str(result.sweep)}, ensure_ascii=False, indent=1))

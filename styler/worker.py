@@ -3,9 +3,9 @@
 Each worker has its own id; several workers (processes, hosts sharing a home, GPUs) run side by
 side, because claiming a job is atomic. While a job runs a heartbeat thread stamps it every
 `heartbeat_s`; a worker that finds a claim older than `stale_after_s` puts it back in the queue
-(its worker died). A generate job renders one image at a time and records its progress after each,
-so a cancel request stops it between images and a recovered job resumes where the dead worker
-stopped. SIGTERM or Ctrl-C gives the running job back to the queue and exits 0.
+(its worker died). A generate job renders `batch` images per forward pass and records its progress
+after each batch, so a cancel request stops it between batches and a recovered job resumes where
+the dead worker stopped. SIGTERM or Ctrl-C gives the running job back to the queue and exits 0.
 """
 
 from __future__ import annotations
@@ -31,23 +31,6 @@ KINDS = ("generate", "eval")
 
 class _Stop(BaseException):
     """Raised by the signal handler inside a job's rendering, so the claim is released at once."""
-
-
-def check_device(device: str | None) -> str | None:
-    """None for the default (CPU); else a torch device string that exists here, or UsageError."""
-    if device in (None, "", "cpu"):
-        return None
-    if not re.fullmatch(r"cuda(:\d+)?", device):
-        raise UsageError(f"--device {device!r}: use cpu, cuda or cuda:N (e.g. cuda:0)")
-    import torch
-
-    if not torch.cuda.is_available():
-        build = " (a CPU-only build)" if torch.version.cuda is None else ""
-        raise UsageError(f"--device {device}: torch {torch.__version__}{build} sees no CUDA GPU here; use --device cpu")
-    index, count = int(device.partition(":")[2] or 0), torch.cuda.device_count()
-    if index >= count:
-        raise UsageError(f"--device {device}: torch sees {count} GPU(s), cuda:0 … cuda:{count - 1}")
-    return device
 
 
 def _one_line(exc: BaseException) -> str:
@@ -78,8 +61,9 @@ class _Heartbeat(threading.Thread):
 
 
 class _Worker:
-    def __init__(self, reg: Registry, device: str | None, heartbeat_s: float, stop: threading.Event, log):
-        self.reg, self.device, self.heartbeat_s, self.stop, self.log = reg, device, heartbeat_s, stop, log
+    def __init__(self, reg: Registry, placement, heartbeat_s: float, stop: threading.Event, log, batch: int = 1):
+        self.reg, self.placement, self.heartbeat_s, self.stop, self.log = reg, placement, heartbeat_s, stop, log
+        self.batch = batch
         self.id = Q.new_worker_id()
         self.sessions: dict = {}  # (base kind, path) -> Session, kept open across jobs
         self.interruptible = False
@@ -105,11 +89,8 @@ class _Worker:
         base = resolve_base(base_spec or None)
         key = (base.kind, str(base.path))
         if key not in self.sessions:
-            self.log(f"loading base {base.name}" + (f" on {self.device}" if self.device else ""))
-            session = Session.open(base_spec or None)
-            if self.device:
-                session.pipe.to(self.device)
-            self.sessions[key] = session
+            self.log(f"loading base {base.name} on {self.placement.label}")
+            self.sessions[key] = Session.open(base_spec or None, self.placement)
         return self.sessions[key]
 
     # -- one job -------------------------------------------------------------------------------
@@ -151,6 +132,7 @@ class _Worker:
         payload = dict(job.payload)
         base = payload.pop("base", None)
         session = self.session(base)
+        payload.setdefault("batch", self.batch)
         req = request_from_payload(payload, native=64 if session.base.kind == "tiny" else 512)
         req.extra = {**req.extra, "base": base, "job": job.id}
         done = list(job.result.get("output_ids", []))  # a recovered job resumes after its last image
@@ -161,7 +143,7 @@ class _Worker:
         req.validate()
         result = {"output_ids": done, "seed": first, "n": req.n}
         warn = lambda m: self.log(f"job {job.id}: warning: {m}")  # noqa: E731
-        for i in range(len(done), req.n):
+        for i in range(len(done), req.n, req.batch):
             if beat.lost.is_set():
                 raise Q.LostClaim(f"job {job.id} was taken from this worker (its heartbeat went stale)")
             now = Q.heartbeat(self.reg, job.id, self.id, result=result)  # progress so far, and cancel requests
@@ -171,9 +153,9 @@ class _Worker:
                 Q.finish(self.reg, job.id, self.id, result, status="cancelled")
                 return self.log(f"job {job.id}: cancelled after {len(done)} of {req.n} images")
             with self.rendering():
-                out = generate(dataclasses.replace(req, n=1, seed=first + i), registry=self.reg,
-                               session=session, warn=warn)[0]
-            done.append(out.id)
+                outs = generate(dataclasses.replace(req, n=min(req.batch, req.n - i), seed=first + i),
+                                registry=self.reg, session=session, warn=warn)
+            done.extend(o.id for o in outs)
         Q.finish(self.reg, job.id, self.id, result)
         self.log(f"job {job.id}: done, {len(done)} image(s)")
 
@@ -185,14 +167,13 @@ class _Worker:
         subject = payload.pop("subject", None)
         if not subject:
             raise UsageError("eval job: the payload needs a subject (an adapter, a mix like a=0.5+b=0.5, or baseline)")
-        allowed = set(inspect.signature(evaluate).parameters) - {"text", "registry", "warn"}
+        allowed = set(inspect.signature(evaluate).parameters) - {"text", "registry", "warn", "placement"}
         unknown = sorted(set(payload) - allowed)
         if unknown:
             raise UsageError(f"eval job: unknown option(s) {', '.join(unknown)}; use {', '.join(sorted(allowed))}")
-        if self.device:
-            self.log(f"job {job.id}: note: eval jobs render on the CPU (evaluate takes no device)")
+        payload.setdefault("batch", self.batch)
         with self.rendering():
-            scores = evaluate(subject, **payload, registry=self.reg,
+            scores = evaluate(subject, **payload, registry=self.reg, placement=self.placement,
                               warn=lambda m: self.log(f"job {job.id}: warning: {m}"))
         Q.finish(self.reg, job.id, self.id, json.loads(json.dumps(scores, default=str)))
         self.log(f"job {job.id}: done")
@@ -230,23 +211,27 @@ def request_from_payload(payload: dict, *, native: int = 512):
     return Request(**p)
 
 
-def run_worker(*, once: bool = False, device: str | None = None, poll_s: float = 1.0, stale_after_s: float = 60.0,
-               heartbeat_s: float = 5.0, stop_event: threading.Event | None = None, registry: Registry | None = None,
-               log=print) -> int:
+def run_worker(*, once: bool = False, device: str | None = None, dtype: str | None = None, batch: int = 1,
+               poll_s: float = 1.0, stale_after_s: float = 60.0, heartbeat_s: float = 5.0,
+               stop_event: threading.Event | None = None, registry: Registry | None = None, log=print) -> int:
     """Run queued jobs until stopped (or, with `once`, at most one); returns the exit code (0)."""
-    device = check_device(device)
+    from .device import resolve_placement
+
+    placement = resolve_placement(device, dtype)
+    if batch < 1:
+        raise UsageError(f"--batch {batch}: render at least one image per pass (--batch 1)")
     if poll_s <= 0:
         raise UsageError(f"--poll {poll_s:g} must be > 0 seconds")
     if stale_after_s <= heartbeat_s:
         raise UsageError(f"--stale-after {stale_after_s:g}s must be longer than the heartbeat interval "
                          f"({heartbeat_s:g}s), or live jobs would be taken from their workers")
     stop = stop_event or threading.Event()
-    worker = _Worker(registry or Registry(), device, heartbeat_s, stop, log)
+    worker = _Worker(registry or Registry(), placement, heartbeat_s, stop, log, batch=batch)
     handled = (signal.SIGINT, signal.SIGTERM)
     previous = {}
     if threading.current_thread() is threading.main_thread():
         previous = {s: signal.signal(s, worker.on_signal) for s in handled}
-    log(f"worker {worker.id} ready on {device or 'cpu'}; waiting for jobs" + ("" if once else " (Ctrl-C to stop)"))
+    log(f"worker {worker.id} ready on {placement.label}; waiting for jobs" + ("" if once else " (Ctrl-C to stop)"))
     try:
         while not stop.is_set():
             for job in Q.recover_stale(worker.reg, stale_after_s=stale_after_s):

@@ -15,6 +15,8 @@ def styler_home(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("STYLER_HOME", str(home))
     monkeypatch.delenv("STYLER_BASE", raising=False)
     monkeypatch.delenv("STYLER_DEBUG", raising=False)
+    for name in ("STYLER_DEVICE", "STYLER_DTYPE", "STYLER_CLIP"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     # an empty HF cache, so tests never see models the machine happens to have
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))

@@ -3,6 +3,7 @@ errors, cancel and stop requests are honoured between images, a killed worker's 
 and finished by another, parallel workers share the queue."""
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -221,7 +222,7 @@ def test_parallel_workers_take_distinct_jobs(styled):
 def test_device_must_exist_here():
     import torch
 
-    with pytest.raises(UsageError, match="use cpu, cuda or cuda:N"):
+    with pytest.raises(UsageError, match=re.escape("--device tpu: unknown device; use auto | cpu | cuda | cuda:N | mps")):
         run_worker(once=True, device="tpu")
     if not torch.cuda.is_available():
         with pytest.raises(UsageError, match="--device cuda:0: torch .* sees no CUDA GPU here; use --device cpu"):

@@ -45,10 +45,21 @@ class WeightMixer:
         self.pipe = pipe
         self.pristine: dict[tuple[str, str], object] = {}
         self.active: set[tuple[str, str]] = set()
+        self.current: tuple | None = ()  # the mix folded in now (() = none); None after restore()
+        self.folds = 0  # how many times a mix was computed (a repeated mix costs nothing)
+
+    @staticmethod
+    def mix_key(entries: list[MixEntry]) -> tuple:
+        return tuple(sorted((e.name, id(e.data), float(e.weight), float(e.text_weight)) for e in entries))
 
     def apply(self, entries: list[MixEntry]) -> dict[str, int]:
-        """Fold the mix into the weights (restoring the previous mix first)."""
+        """Fold the mix into the weights (restoring the previous mix first); the mix already folded
+        in is kept as it is."""
         import torch
+
+        key = self.mix_key(entries)
+        if key == self.current:
+            return {"layers": len(self.active)}
 
         for e in entries:
             if any(layer.magnitude is not None for layer in e.data.layers.values()):
@@ -75,6 +86,8 @@ class WeightMixer:
                 w0 = self.pristine[key]
                 weight.copy_((w0.float() + d.to(w0.device)).to(weight.dtype))
         self.active = set(sums)
+        self.current = key
+        self.folds += 1
         return {"layers": len(sums)}
 
     def restore(self) -> None:
@@ -84,6 +97,7 @@ class WeightMixer:
             for key in self.active:
                 _module(self.pipe, *key).weight.copy_(self.pristine[key])
         self.active = set()
+        self.current = ()
 
 
 def check_weights(entries: list[MixEntry], warn) -> None:

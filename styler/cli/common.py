@@ -5,12 +5,30 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import Annotated, Any, Optional
 
+import typer
 from rich.console import Console
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+DeviceOpt = Annotated[Optional[str], typer.Option(
+    "--device", help="auto | cpu | cuda | cuda:N | mps (default: STYLER_DEVICE, else config.toml, else auto: "
+                     "the GPU if torch sees one).", show_default=False)]
+DtypeOpt = Annotated[Optional[str], typer.Option(
+    "--dtype", help="auto | fp32 | fp16 | bf16 (default: STYLER_DTYPE, else config.toml, else auto: bf16 or fp16 "
+                    "on a GPU, fp32 on the CPU).", show_default=False)]
+BatchOpt = Annotated[int, typer.Option(
+    "--batch", help="Images per forward pass; each has its own seed, so the images are those of --batch 1.")]
+
+
+def placement(device: str | None, dtype: str | None):
+    """Resolve --device/--dtype before anything is loaded or written (a missing GPU is exit 2)."""
+    from ..device import resolve_placement
+
+    return resolve_placement(device, dtype)
 
 
 def registry():

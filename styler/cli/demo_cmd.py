@@ -6,16 +6,20 @@ from typing import Annotated
 
 import typer
 
-from .common import err, escape, out
+from .common import DeviceOpt, DtypeOpt, err, escape, out, placement
 
 
 def demo(
     fresh: Annotated[bool, typer.Option("--fresh", help="Remove what an earlier demo made and start over.")] = False,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
 ) -> None:
     """Build the tiny base, make three style datasets, train, generate, mix, evaluate — offline, CPU, ~1 min."""
     from ..demo import run_demo
 
-    r = run_demo(fresh=fresh, console=err)
+    where = placement(device, dtype)
+    err.print(f"[dim]running on {escape(where.label)}[/]")
+    r = run_demo(fresh=fresh, console=err, placement=where)
     out.print(f"\n[bold green]demo done[/] in {r.seconds:.0f} s" + (f" (reused: {escape(', '.join(r.reused))})" if r.reused else ""))
     out.print(f"  home        {escape(str(r.home))}")
     out.print(f"  adapters    {escape(', '.join(a.label for a in r.adapters))}")

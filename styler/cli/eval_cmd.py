@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 from typer.core import TyperGroup
 
-from .common import escape, note, out, print_json, registry, warn
+from .common import BatchOpt, DeviceOpt, DtypeOpt, escape, note, out, placement, print_json, registry, warn
 
 
 class _DefaultRun(TyperGroup):
@@ -43,18 +43,22 @@ def run(
     content: Annotated[Optional[Path], typer.Option(help="Score style transfer instead: a content image or a folder of them.")] = None,
     strength: Annotated[float, typer.Option(help="With --content: transfer strength.")] = 0.6,
     prompt: Annotated[Optional[str], typer.Option(help="With --content: the transfer prompt (default: a caption of the adapter's dataset).")] = None,
+    batch: BatchOpt = 1,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Score a subject and the baseline (same prompts and seeds); with --content, score style transfer
     (content_sim, ssim, style_strength). See also `styler eval probe --help`."""
     from ..eval.run import evaluate, evaluate_transfer
 
+    where = placement(device, dtype)
     if content is not None:
         result = evaluate_transfer(subject, content, strength=strength, seed=seed, prompt=prompt, clip=clip,
-                                   steps=steps, guidance=guidance, base=base, warn=warn)
+                                   steps=steps, guidance=guidance, base=base, warn=warn, placement=where)
     else:
         result = evaluate(subject, prompts_file=prompts, n=n, seed=seed, metrics=metrics, against=against, clip=clip,
-                          steps=steps, guidance=guidance, base=base, warn=warn)
+                          steps=steps, guidance=guidance, base=base, batch=batch, warn=warn, placement=where)
     if as_json:
         print_json(result)
         return
@@ -69,12 +73,14 @@ def probe(
     datasets: Annotated[list[str], typer.Argument(help="Two or more datasets, one per style.", show_default=False)],
     on: Annotated[str, typer.Option("--on", help="What to classify: an evaluated adapter or mix, output ids (comma list), or a folder of images.")],
     clip: Annotated[Optional[str], typer.Option(help="CLIP model: HF repo id in the cache, a folder, or tiny.")] = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """A linear probe on CLIP embeddings of the datasets: which style do the images read as?"""
     from ..eval.probing import run_probe
 
-    result = run_probe(datasets, on, clip=clip, warn=warn)
+    result = run_probe(datasets, on, clip=clip, warn=warn, placement=placement(device, dtype))
     if as_json:
         print_json(result)
         return

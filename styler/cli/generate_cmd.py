@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import escape, note, out, print_json, warn
+from .common import BatchOpt, DeviceOpt, DtypeOpt, escape, note, out, placement, print_json, warn
 
 Negative = Annotated[str, typer.Option("--negative", help="Negative prompt.")]
 Steps = Annotated[int, typer.Option(help="Sampling steps.")]
@@ -97,17 +97,22 @@ def generate(
     unet_scale: UnetScale = None,
     te_scale: TeScale = None,
     base: Base = None,
+    batch: BatchOpt = 1,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
     out_dir: OutDir = None,
     as_json: Json = False,
 ) -> None:
     """Text to image, with no adapter (the baseline), one, or several (an exact mix)."""
     from ..generate.service import generate as run
 
+    where = placement(device, dtype)
     req = _request(prompt, adapters=adapter, negative=negative, steps=steps, guidance=guidance, seed=seed, n=n,
                    size=size, scheduler=scheduler, base=base, unet_scale=unet_scale, te_scale=te_scale)
+    req.batch = batch
     if not req.adapters:
         req.kind = "txt2img"
-    _show(run(req, out_dir=out_dir, warn=warn), as_json, out_dir)
+    _show(run(req, out_dir=out_dir, warn=warn, placement=where), as_json, out_dir)
 
 
 def mix(
@@ -123,12 +128,16 @@ def mix(
     size: Size = "",
     scheduler: Sched = "ddim",
     base: Base = None,
+    batch: BatchOpt = 1,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
     out_dir: OutDir = None,
     as_json: Json = False,
 ) -> None:
     """An exact weighted mix of adapters: W + Σ wᵢ·(αᵢ/rᵢ)·BᵢAᵢ for every targeted layer."""
     from ..errors import UsageError
 
+    where = placement(device, dtype)
     specs = [i for i in items if _SPEC.match(i)]
     words = [i for i in items if not _SPEC.match(i)]
     if len(words) != 1:
@@ -138,6 +147,7 @@ def mix(
         raise UsageError("no adapters in the mix; give NAME=WEIGHT, e.g. anime=0.5 watercolor=0.5 \"a cat\"")
     req = _request(words[0], adapters=specs, negative=negative, steps=steps, guidance=guidance, seed=seed, n=n,
                    size=size, scheduler=scheduler, base=base, te=te)
+    req.batch = batch
     if sweep:
         from ..generate.studies import SWEEP_DEFAULT, run_sweep
 
@@ -148,12 +158,12 @@ def mix(
             values = [float(v) for v in sweep_values.split(",")] if sweep_values else list(SWEEP_DEFAULT)
         except ValueError:
             raise UsageError(f"--sweep-values {sweep_values!r}: use numbers, e.g. 0,0.5,1") from None
-        outputs, sheet = run_sweep(req, a, b, values, out_dir=out_dir, warn=warn)
+        outputs, sheet = run_sweep(req, a, b, values, out_dir=out_dir, warn=warn, placement=where)
         _show(outputs, as_json, out_dir, {"grid": str(sheet)})
         return
     from ..generate.service import generate as run
 
-    _show(run(req, out_dir=out_dir, warn=warn), as_json, out_dir)
+    _show(run(req, out_dir=out_dir, warn=warn, placement=where), as_json, out_dir)
 
 
 def transfer(
@@ -169,16 +179,20 @@ def transfer(
     n: N = 1,
     scheduler: Sched = "ddim",
     base: Base = None,
+    batch: BatchOpt = 1,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
     out_dir: OutDir = None,
     as_json: Json = False,
 ) -> None:
     """Style transfer (img2img): keep the content's layout, apply the style; with --mask, inpaint."""
     from ..generate.service import generate as run
 
+    where = placement(device, dtype)
     req = _request(prompt, adapters=adapter, negative=negative, steps=steps, guidance=guidance, seed=seed, n=n,
                    size="", scheduler=scheduler, base=base)
-    req.content, req.mask, req.strength = str(content), str(mask) if mask else None, strength
-    _show(run(req, out_dir=out_dir, warn=warn), as_json, out_dir)
+    req.content, req.mask, req.strength, req.batch = str(content), str(mask) if mask else None, strength, batch
+    _show(run(req, out_dir=out_dir, warn=warn, placement=where), as_json, out_dir)
 
 
 def grid(
@@ -193,27 +207,33 @@ def grid(
     size: Size = "",
     scheduler: Sched = "ddim",
     base: Base = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
     out_dir: OutDir = None,
     as_json: Json = False,
 ) -> None:
     """An X/Y study over guidance, adapter scale, steps or seed, as one labelled contact sheet."""
     from ..generate.studies import parse_axis, run_grid
 
+    where = placement(device, dtype)
     req = _request(prompt, adapters=adapter, negative=negative, steps=steps, guidance=guidance, seed=seed, n=1,
                    size=size, scheduler=scheduler, base=base)
-    outputs, sheet = run_grid(req, parse_axis(x), parse_axis(y) if y else None, out_dir=out_dir, warn=warn)
+    outputs, sheet = run_grid(req, parse_axis(x), parse_axis(y) if y else None, out_dir=out_dir, warn=warn,
+                              placement=where)
     _show(outputs, as_json, out_dir, {"grid": str(sheet)})
 
 
 def regen(
     source: Annotated[str, typer.Argument(help="An output id, or a PNG written by styler.", show_default=False)],
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
     out_dir: OutDir = None,
     as_json: Json = False,
 ) -> None:
     """Make an image again from its recipe; same device and dtype give identical pixels."""
     from ..generate.regen import regenerate
 
-    new, same = regenerate(source, out_dir=out_dir, warn=warn)
+    new, same = regenerate(source, out_dir=out_dir, warn=warn, placement=placement(device, dtype))
     if as_json:
         print_json({"output": new.to_dict(), "identical": same})
         return

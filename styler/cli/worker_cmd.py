@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import escape, note, out, print_json, registry
+from .common import BatchOpt, DeviceOpt, DtypeOpt, escape, note, out, print_json, registry
 
 # NAME[@V]=WEIGHT (anything else among the arguments is the prompt)
 _SPEC = re.compile(r"^[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)?(@(\d+|latest))?=\S*$")
@@ -21,14 +21,16 @@ def _log(message: str) -> None:
 
 def worker(
     once: Annotated[bool, typer.Option("--once", help="Run at most one job, then exit.")] = False,
-    device: Annotated[Optional[str], typer.Option(help="Torch device for this worker: cpu, cuda, cuda:N (default cpu).")] = None,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    batch: Annotated[int, typer.Option("--batch", help="Images per forward pass for jobs that don't say (each with its own seed).")] = 1,
     poll: Annotated[float, typer.Option(help="Seconds between looks at an empty queue.")] = 1.0,
     stale_after: Annotated[float, typer.Option("--stale-after", help="Requeue running jobs whose worker sent no heartbeat for this many seconds.")] = 60.0,
 ) -> None:
     """Run queued jobs (generate, eval) until stopped; start one worker per GPU to run jobs side by side."""
     from ..worker import run_worker
 
-    rc = run_worker(once=once, device=device, poll_s=poll, stale_after_s=stale_after, log=_log)
+    rc = run_worker(once=once, device=device, dtype=dtype, batch=batch, poll_s=poll, stale_after_s=stale_after, log=_log)
     if rc:
         raise typer.Exit(rc)
 

@@ -302,28 +302,34 @@ def preprocess(image, settings: dict):
 class ClipFeatures:
     """A loaded CLIP model: `image_embeddings` and `text_embeddings`, L2-normalised, [N, D]."""
 
-    def __init__(self, ref: ClipRef, model, settings: dict, device: str = "cpu", batch_size: int = 32):
+    def __init__(self, ref: ClipRef, model, settings: dict, placement=None, batch_size: int = 32):
+        from ..device import Placement
+
         self.ref = ref
         self.model = model
         self.settings = settings
-        self.device = device
+        self.placement = placement or Placement()
+        self.device = self.placement.device
         self.batch_size = batch_size
         self._tokenizer = None
 
     @classmethod
-    def open(cls, ref: ClipRef, device: str = "cpu", batch_size: int = 32) -> "ClipFeatures":
+    def open(cls, ref: ClipRef, batch_size: int = 32, placement=None) -> "ClipFeatures":
+        """Load CLIP on `placement` (default: resolve_placement(): the GPU when there is one)."""
         from transformers import CLIPModel
 
+        from ..device import resolve_placement
         from ..models.load import quiet
 
+        placement = placement or resolve_placement()
         try:
             with quiet():
-                model = CLIPModel.from_pretrained(str(ref.path), use_safetensors=True)
+                model = CLIPModel.from_pretrained(str(ref.path), use_safetensors=True, dtype=placement.torch_dtype)
         except (OSError, ValueError) as exc:
             line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise InputError(f"cannot load CLIP model {ref.name} from {ref.path}: {line}") from None
-        model = model.to(device).eval()
-        return cls(ref, model, _preprocess_settings(ref.path, model.config), device, batch_size)
+        model = model.to(placement.device).eval()
+        return cls(ref, model, _preprocess_settings(ref.path, model.config), placement, batch_size)
 
     @property
     def tokenizer(self):
@@ -337,7 +343,9 @@ class ClipFeatures:
     def cache_dir(self) -> Path:
         from ..config import home
 
-        return home() / "cache" / "embeddings" / self.ref.hash[:16]
+        # embeddings differ with the dtype they were computed in: one cache per dtype (fp32 keeps the old name)
+        suffix = "" if self.placement.dtype == "fp32" else f"-{self.placement.dtype}"
+        return home() / "cache" / "embeddings" / (self.ref.hash[:16] + suffix)
 
     # the two model calls, kept separate so tests can watch them
     def _encode_images(self, pixels):
@@ -356,7 +364,7 @@ class ClipFeatures:
         for start in range(0, len(images), self.batch_size):
             batch = np.stack([preprocess(im, self.settings) for im in images[start:start + self.batch_size]])
             with torch.inference_mode():
-                emb = self._encode_images(torch.from_numpy(batch).to(self.device))
+                emb = self._encode_images(torch.from_numpy(batch).to(self.device, self.placement.torch_dtype))
             chunks.append(emb.float().cpu())
         return _normalise(torch.cat(chunks), "image")
 

@@ -43,7 +43,7 @@ def _targets(on: str, reg: Registry):
 
 
 def run_probe(datasets: list[str], on: str, *, clip: str | None = None, registry: Registry | None = None,
-              warn=None) -> dict:
+              warn=None, placement=None) -> dict:
     from .features import ClipFeatures, resolve_clip
     from .probe import fit_probe, predict, summarize
 
@@ -53,7 +53,7 @@ def run_probe(datasets: list[str], on: str, *, clip: str | None = None, registry
     ref = resolve_clip(clip)
     if not ref.meaningful and warn:
         warn(f"probing with {ref.name}: a toy CLIP; the probabilities are not meaningful")
-    feats = ClipFeatures.open(ref)
+    feats = ClipFeatures.open(ref, placement=placement)
     by_class, labels = {}, []
     for text in datasets:
         d, paths = dataset_images(text, reg)

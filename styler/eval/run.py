@@ -87,21 +87,31 @@ def read_prompts(path: str | Path) -> list[str]:
     return prompts
 
 
+def _placement_key(device: str, dtype: str) -> tuple:
+    """Device kind and dtype; outputs from before styler recorded them were all rendered on the CPU in fp32."""
+    return ((device or "cpu").split(":")[0], dtype or "fp32")
+
+
 def _recipe_key(o: Output) -> tuple:
     return (o.base.get("hash"), o.prompt, o.negative, o.seed, o.steps, o.guidance, o.width, o.height, o.scheduler,
             tuple(sorted((a["id"], float(a["weight"]), float(a["te_weight"])) for a in o.adapters)), o.kind,
-            o.content_blob, (o.params or {}).get("strength"))
+            o.content_blob, (o.params or {}).get("strength"), _placement_key(o.device, o.dtype))
 
 
 def render_set(subject: Subject, prompts: list[str], seeds: list[int], settings: dict, reg: Registry, session,
-               warn, contents: list | None = None, strength: float | None = None) -> list[Output]:
+               warn, contents: list | None = None, strength: float | None = None, batch: int = 1) -> list[Output]:
     """One image per (prompt, seed) pair — transferred from contents[i] when given — reusing outputs
-    that already have the same recipe."""
+    that already have the same recipe (on the same kind of device, in the same dtype). The missing
+    text-to-image ones render `batch` per forward pass."""
+    from ..generate.service import MAX_TOKENS, prompt_cut, render_and_store, resolve_choices
+
     existing = {}
     for o in reg.all(Output):
         existing.setdefault(_recipe_key(o), o)
-    outputs = []
+    outputs: list[Output | None] = [None] * len(prompts)
+    todo: list[tuple[int, Request, int]] = []
     blobs = BlobStore(reg.home)
+    where = _placement_key(session.placement.device, session.placement.dtype)
     for i, (prompt, seed) in enumerate(zip(prompts, seeds)):
         req = Request(prompt=prompt, seed=seed, n=1, adapters=subject.specs, **settings)
         content_blob = None
@@ -111,14 +121,27 @@ def render_set(subject: Subject, prompts: list[str], seeds: list[int], settings:
         w, h = _content_size(contents[i]) if contents else (req.width, req.height)
         want = (session.identity.get("hash"), prompt, "", seed, req.steps, req.guidance, w, h,
                 req.scheduler, tuple(sorted((a.id, float(w_), float(w_)) for a, w_ in subject.adapters)),
-                "img2img" if contents else "txt2img", content_blob, strength if contents else None)
+                "img2img" if contents else "txt2img", content_blob, strength if contents else None, where)
         if want in existing:
-            outputs.append(existing[want])
+            outputs[i] = existing[want]
             continue
         req.extra = {"eval": subject.name}
-        out = generate(req, registry=reg, session=session, warn=warn)[0]
-        existing[want] = out
-        outputs.append(out)
+        if contents:  # each transfer has its own content image: one at a time
+            outputs[i] = existing[want] = generate(req, registry=reg, session=session, warn=warn)[0]
+        else:
+            req.batch = batch
+            req.validate()
+            todo.append((i, req, seed))
+    if todo:
+        for prompt in dict.fromkeys(r.prompt for _, r, _ in todo):
+            cut = prompt_cut(session.pipe, prompt)
+            if cut:
+                warn(f"the prompt is longer than {MAX_TOKENS} tokens; this part is cut: {cut!r}")
+        session.set_scheduler(todo[0][1].scheduler)
+        recorded = session.apply(resolve_choices(reg, subject.specs), reg, warn)
+        made = render_and_store([(r, seed) for _, r, seed in todo], session, recorded, reg)
+        for (i, _, _), out in zip(todo, made):
+            outputs[i] = out
     return outputs
 
 
@@ -156,7 +179,7 @@ def content_files(path: str | Path) -> list[Path]:
 
 def evaluate_transfer(text: str, content: str | Path, *, strength: float = 0.6, seed: int = 0, prompt: str | None = None,
                       clip: str | None = None, steps: int = 20, guidance: float = 7.5, base: str | None = None,
-                      registry: Registry | None = None, warn=None) -> dict:
+                      registry: Registry | None = None, warn=None, placement=None) -> dict:
     """Style transfer scores: content_sim and ssim for the subject and the baseline (the same
     transfer without adapters), and style_strength = (1 − cs_subject) / (1 − cs_baseline)."""
     import math
@@ -176,16 +199,19 @@ def evaluate_transfer(text: str, content: str | Path, *, strength: float = 0.6, 
         warn(f"scoring with {clip_ref.name}: a toy CLIP for trying the workflow; its scores are not meaningful")
     prompt = prompt or (default_prompts(subject, reg, 1)[0])
     seeds = [seed + i for i in range(len(files))]
-    session = Session.open(base)
+    from ..device import resolve_placement
+
+    placement = placement or resolve_placement()
+    session = Session.open(base, placement)
     settings = {"steps": steps, "guidance": guidance, "scheduler": "ddim"}
-    features = ClipFeatures.open(clip_ref)
+    features = ClipFeatures.open(clip_ref, placement=placement)
     from ..data.images import load_image
 
     content_images = [load_image(f).image for f in files]
     content_images = [im.crop((0, 0, im.width // 8 * 8, im.height // 8 * 8)) for im in content_images]
     content_emb = features.image_embeddings(content_images)
-    protocol = {"clip": {"name": clip_ref.name, "hash": clip_ref.hash, "meaningful": clip_ref.meaningful},
-                "n": len(files), "strength": strength, "prompt": prompt, "seeds": [seeds[0], seeds[-1]], "steps": steps,
+    protocol = {"clip": {"name": clip_ref.name, "hash": clip_ref.hash, "meaningful": clip_ref.meaningful,
+                         **features.placement.as_dict()}, **placement.as_dict(), "n": len(files), "strength": strength, "prompt": prompt, "seeds": [seeds[0], seeds[-1]], "steps": steps,
                 "guidance": guidance, "base": session.identity, "transfer": True}
     sims, results, subject_outs = {}, {}, []
     for subj in (subject, Subject("baseline", "baseline (transfer)")):
@@ -244,8 +270,15 @@ def dataset_images(label: str, reg: Registry):
 
 def evaluate(text: str, *, prompts_file=None, n: int = 8, seed: int = 0, metrics: str | None = None,
              against: str | None = None, clip: str | None = None, steps: int = 20, guidance: float = 7.5,
-             size: int | None = None, base: str | None = None, registry: Registry | None = None, warn=None) -> dict:
-    """Score a subject and the baseline; returns {subject name: {metric: value}} plus the protocol."""
+             size: int | None = None, base: str | None = None, batch: int = 1, registry: Registry | None = None,
+             warn=None, placement=None) -> dict:
+    """Score a subject and the baseline; returns {subject name: {metric: value}} plus the protocol.
+    Images render and CLIP runs on `placement` (default: resolve_placement())."""
+    from ..device import resolve_placement
+
+    placement = placement or resolve_placement()
+    if batch < 1:
+        raise UsageError(f"--batch {batch}: render at least one image per pass (--batch 1)")
     from ..generate.engine import Session
     from . import metrics as M
     from .features import ClipFeatures, resolve_clip
@@ -274,12 +307,13 @@ def evaluate(text: str, *, prompts_file=None, n: int = 8, seed: int = 0, metrics
     prompts = read_prompts(prompts_file) if prompts_file else default_prompts(subject, reg, n)
     plist = [prompts[i % len(prompts)] for i in range(n)]
     seeds = [seed + i for i in range(n)]
-    session = Session.open(base)
+    session = Session.open(base, placement)
     side = size or (64 if session.base.kind == "tiny" else 512)
     settings = {"steps": steps, "guidance": guidance, "width": side, "height": side, "scheduler": "ddim"}
-    features = ClipFeatures.open(clip_ref)
+    features = ClipFeatures.open(clip_ref, placement=placement)
     ref_emb = None
-    protocol = {"clip": {"name": clip_ref.name, "hash": clip_ref.hash, "meaningful": clip_ref.meaningful},
+    protocol = {"clip": {"name": clip_ref.name, "hash": clip_ref.hash, "meaningful": clip_ref.meaningful,
+                         **features.placement.as_dict()}, **placement.as_dict(),
                 "n": n, "seeds": [seeds[0], seeds[-1]], "prompts_sha256": hashlib.sha256("\n".join(plist).encode()).hexdigest(),
                 "steps": steps, "guidance": guidance, "size": side, "scheduler": "ddim", "resize": "shorter side to the CLIP input, center crop",
                 "base": session.identity}
@@ -293,7 +327,7 @@ def evaluate(text: str, *, prompts_file=None, n: int = 8, seed: int = 0, metrics
     if subject.kind == "baseline":
         subject = baseline
     for subj in ([subject] if subject.kind == "baseline" else [subject, baseline]):
-        outs = render_set(subj, plist, seeds, settings, reg, session, warn)
+        outs = render_set(subj, plist, seeds, settings, reg, session, warn, batch=batch)
         images = output_images(outs, reg)
         emb = features.image_embeddings(images, keys=[o.blob for o in outs])
         values = {}

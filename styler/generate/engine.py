@@ -1,5 +1,7 @@
-"""Rendering images: one loaded pipeline per base, schedulers by name, adapters applied as an
-exact folded mix, one image per seed (so any single image can be made again bit for bit)."""
+"""Rendering images: one loaded pipeline per base on the chosen device and dtype, schedulers by
+name, adapters applied as an exact folded mix (folded once per mix, not once per image), and every
+image drawn from its own seeded generator, so a batch of B images gives the images B single
+renders give and any single image can be made again."""
 
 from __future__ import annotations
 
@@ -7,8 +9,9 @@ from dataclasses import dataclass, field
 
 from registry import Adapter, BlobStore, Registry
 
-from ..errors import UsageError
 from ..adapters.mixing import MixEntry, WeightMixer
+from ..device import Placement, resolve_placement
+from ..errors import UsageError
 
 # styler name -> (diffusers scheduler class, extra config)
 SCHEDULERS = {
@@ -61,18 +64,21 @@ class Session:
     mixer: WeightMixer = None
     identity: dict = field(default_factory=dict)
     loaded_tokens: set = field(default_factory=set)
+    placement: Placement = field(default_factory=Placement)
     _data_cache: dict = field(default_factory=dict)
     _variants: dict = field(default_factory=dict)
 
     @classmethod
-    def open(cls, base_spec: str | None = None) -> "Session":
+    def open(cls, base_spec: str | None = None, placement: Placement | None = None) -> "Session":
+        """Load the base on `placement` (default: what --device/--dtype, the environment or config say)."""
         from ..models.load import load_pipeline
         from ..models.resolve import base_identity, resolve_base
 
+        placement = placement or resolve_placement()
         base = resolve_base(base_spec or None)
-        pipe = load_pipeline(base)
+        pipe = load_pipeline(base, device=placement.device, dtype=placement.torch_dtype)
         pipe.set_progress_bar_config(disable=True)
-        return cls(base=base, pipe=pipe, mixer=WeightMixer(pipe), identity=base_identity(base))
+        return cls(base=base, pipe=pipe, mixer=WeightMixer(pipe), identity=base_identity(base), placement=placement)
 
     def adapter_data(self, record: Adapter, registry: Registry):
         from ..adapters.formats import check_compatible, read_adapter
@@ -142,23 +148,33 @@ class Session:
     def render(self, *, prompt: str, negative: str, seed: int, steps: int, guidance: float, width: int,
                height: int, image=None, strength: float | None = None, mask=None):
         """One image with the current weights."""
+        return self.render_batch(prompts=[prompt], negative=negative, seeds=[seed], steps=steps, guidance=guidance,
+                                 width=width, height=height, image=image, strength=strength, mask=mask)[0]
+
+    def render_batch(self, *, prompts: list[str], negative: str, seeds: list[int], steps: int, guidance: float,
+                     width: int, height: int, image=None, strength: float | None = None, mask=None) -> list:
+        """len(seeds) images in one forward pass per step, image i from prompts[i] and its own CPU
+        generator seeded with seeds[i] (so the same seed gives the same start on every device)."""
         import torch
 
         need = MIN_STEPS.get(getattr(self, "scheduler_name", ""), 1)
         if steps < need:
             raise UsageError(f"--scheduler {self.scheduler_name} needs --steps {need} or more")
-
-        g = torch.Generator(device="cpu").manual_seed(seed)
-        common = dict(prompt=prompt, negative_prompt=negative or None, num_inference_steps=steps,
-                      guidance_scale=guidance, generator=g)
+        if len(prompts) != len(seeds):
+            raise ValueError("one prompt per seed")
+        gens = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
+        common = dict(prompt=list(prompts), negative_prompt=[negative] * len(prompts) if negative else None,
+                      num_inference_steps=steps, guidance_scale=guidance, generator=gens)
         with torch.no_grad():
             if image is None:
-                return self.pipe(height=height, width=width, **common).images[0]
+                return self.pipe(height=height, width=width, **common).images
+            images = [image] * len(prompts)
             if mask is None:
-                return self._variant("StableDiffusionImg2ImgPipeline")(image=image, strength=strength, **common).images[0]
+                return self._variant("StableDiffusionImg2ImgPipeline")(image=images, strength=strength, **common).images
             return self._variant("StableDiffusionInpaintPipeline")(
-                image=image, mask_image=mask, strength=strength, height=image.height, width=image.width, **common
-            ).images[0]
+                image=images, mask_image=[mask] * len(prompts), strength=strength, height=image.height,
+                width=image.width, **common
+            ).images
 
     def _variant(self, cls_name: str):
         """img2img/inpaint pipelines sharing the loaded components (and so the mixed weights)."""

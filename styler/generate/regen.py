@@ -23,13 +23,21 @@ def load_recipe(source: str, reg: Registry) -> dict:
     return styler
 
 
-def regenerate(source: str, *, registry: Registry | None = None, out_dir=None, warn=None) -> tuple[Output, bool]:
-    """Render the recipe again; returns the new output and whether its pixels equal the original's."""
+def regenerate(source: str, *, registry: Registry | None = None, out_dir=None, warn=None,
+               placement=None) -> tuple[Output, bool]:
+    """Render the recipe again; returns the new output and whether its pixels equal the original's.
+    On another device or dtype than the original's, `warn` says the pixels may differ."""
     import numpy as np
     from PIL import Image
 
+    from ..device import resolve_placement, same_placement
+
     reg = registry or Registry()
+    placement = placement or resolve_placement()
     r = load_recipe(source, reg)
+    if same_placement({"device": r.get("device"), "dtype": r.get("dtype")}, placement) is False and warn:
+        warn(f"the original was rendered on {r['device']} in {r.get('dtype') or '?'}, this on {placement.label}: "
+             f"the pixels may differ (pass --device/--dtype to match the original)")
     blobs = BlobStore(reg.home)
     specs = []
     for a in r.get("adapters", []):
@@ -51,7 +59,7 @@ def regenerate(source: str, *, registry: Registry | None = None, out_dir=None, w
     base = r.get("base") or {}
     req.extra["base"] = _base_spec(base)
     try:
-        new = generate(req, registry=reg, out_dir=out_dir, warn=warn)[0]
+        new = generate(req, registry=reg, out_dir=out_dir, warn=warn, placement=placement)[0]
     finally:
         for f in tmp_files:
             Path(f).unlink(missing_ok=True)

@@ -34,6 +34,7 @@ class Request:
     content: str | None = None  # image path (img2img / inpaint)
     mask: str | None = None
     strength: float = 0.6
+    batch: int = 1  # images per forward pass (each from its own seed: the same images as one at a time)
     extra: dict = field(default_factory=dict)  # e.g. {"grid": …, "sweep": …}
 
     def validate(self) -> None:
@@ -41,6 +42,8 @@ class Request:
             raise UsageError("the prompt is empty; say what to draw, e.g. \"a cat\"")
         if self.n < 1:
             raise UsageError(f"--n {self.n}: make at least one image (--n 1)")
+        if self.batch < 1:
+            raise UsageError(f"--batch {self.batch}: render at least one image per pass (--batch 1)")
         if self.steps < 1:
             raise UsageError(f"--steps {self.steps} must be >= 1 (20–50 is usual)")
         if self.width % 8 or self.height % 8 or self.width < 8 or self.height < 8:
@@ -107,64 +110,90 @@ def prepare_content(req: Request, warn):
 
 
 def generate(req: Request, *, registry: Registry | None = None, session: Session | None = None,
-             out_dir: str | Path | None = None, warn=None) -> list[Output]:
-    """Render req.n images and register each one; returns their output records."""
-    from .pngmeta import GenParams, save_png
-
+             out_dir: str | Path | None = None, warn=None, placement=None) -> list[Output]:
+    """Render req.n images, req.batch per forward pass, and register each one; returns their output
+    records. Without a session, the base is loaded on `placement` (default: resolve_placement())."""
     warn = warn or (lambda m: None)
     req.validate()
     reg = registry or Registry()
     choices = resolve_choices(reg, req.adapters)
-    image = mask = content_blob = mask_blob = None
+    image = mask = None
     if req.content:
         image, mask = prepare_content(req, warn)
         req.kind = "inpaint" if mask is not None else "img2img"
         req.width, req.height = image.size
-    session = session or Session.open(req.extra.get("base"))
+    session = session or Session.open(req.extra.get("base"), placement)
     cut = prompt_cut(session.pipe, req.prompt)
     if cut:
         warn(f"the prompt is longer than {MAX_TOKENS} tokens; this part is cut: {cut!r}")
     session.set_scheduler(req.scheduler)
     recorded = session.apply(choices, reg, warn)
+    first = req.seed if req.seed is not None else random.SystemRandom().randint(0, 2**32 - req.n)
+    jobs = [(req, first + i) for i in range(req.n)]
+    return render_and_store(jobs, session, recorded, reg, out_dir=out_dir, image=image, mask=mask)
+
+
+def render_and_store(jobs: list[tuple[Request, int]], session: Session, recorded: list[dict], reg: Registry, *,
+                     out_dir=None, image=None, mask=None, on_output=None) -> list[Output]:
+    """Render (request, seed) pairs that share everything but prompt and seed — jobs[0][0].batch
+    per forward pass — with the adapters already applied, and store each image with its record.
+    `on_output(record)` runs after each record is stored (the worker's progress)."""
+    req0 = jobs[0][0] if jobs else None
+    outputs: list[Output] = []
+    if req0 is None:
+        return outputs
     blobs = BlobStore(reg.home)
+    content_blob = mask_blob = None
     if image is not None:
         content_blob = blobs.put_bytes(_png_bytes(image))
         mask_blob = blobs.put_bytes(_png_bytes(mask)) if mask is not None else None
-    first = req.seed if req.seed is not None else random.SystemRandom().randint(0, 2**32 - req.n)
-    outputs = []
     out_path = Path(out_dir).expanduser() if out_dir else None
     if out_path:
         out_path.mkdir(parents=True, exist_ok=True)
-    for i in range(req.n):
-        seed = first + i
-        img = session.render(prompt=req.prompt, negative=req.negative, seed=seed, steps=req.steps,
-                             guidance=req.guidance, width=req.width, height=req.height, image=image,
-                             strength=req.strength if image is not None else None, mask=mask)
-        record = Output(kind=req.kind, prompt=req.prompt, negative=req.negative, seed=seed, steps=req.steps,
-                        guidance=req.guidance, width=img.width, height=img.height, scheduler=req.scheduler,
-                        base=session.identity, adapters=recorded, content_blob=content_blob,
-                        params={"strength": req.strength if image is not None else None, "mask_blob": mask_blob,
-                                "styler_version": __version__, **{k: v for k, v in req.extra.items() if k != "base"}})
-        params = GenParams(prompt=req.prompt, negative=req.negative, steps=req.steps, guidance=req.guidance,
-                           seed=seed, width=img.width, height=img.height, sampler=req.scheduler,
-                           model_name=session.identity.get("name", ""), model_hash=session.identity.get("hash", ""),
-                           adapters=[{"name": a["name"], "weight": a["weight"], "te_weight": a["te_weight"],
-                                      "hash": a["hash"]} for a in recorded],
-                           strength=req.strength if image is not None else None, kind=req.kind)
-        buf = io.BytesIO()
-        save_png(img, buf, params, recipe(record))
-        digest = blobs.put_bytes(buf.getvalue())
-        record = reg.insert(record.replace(blob=digest))
-        if out_path:
-            (out_path / f"{record.id}.png").write_bytes(buf.getvalue())
-        outputs.append(record)
+    for start in range(0, len(jobs), max(1, req0.batch)):
+        chunk = jobs[start:start + max(1, req0.batch)]
+        images = session.render_batch(prompts=[r.prompt for r, _ in chunk], negative=req0.negative,
+                                      seeds=[seed for _, seed in chunk], steps=req0.steps, guidance=req0.guidance,
+                                      width=req0.width, height=req0.height, image=image,
+                                      strength=req0.strength if image is not None else None, mask=mask)
+        for (req, seed), img in zip(chunk, images):
+            record = _store(req, seed, img, session, recorded, reg, blobs, content_blob, mask_blob,
+                            image is not None, out_path)
+            outputs.append(record)
+            if on_output is not None:
+                on_output(record)
     return outputs
+
+
+def _store(req: Request, seed: int, img, session: Session, recorded, reg: Registry, blobs: BlobStore,
+           content_blob, mask_blob, transfer: bool, out_path: Path | None) -> Output:
+    from .pngmeta import GenParams, save_png
+
+    record = Output(kind=req.kind, prompt=req.prompt, negative=req.negative, seed=seed, steps=req.steps,
+                    guidance=req.guidance, width=img.width, height=img.height, scheduler=req.scheduler,
+                    base=session.identity, adapters=recorded, content_blob=content_blob,
+                    device=session.placement.device, dtype=session.placement.dtype,
+                    params={"strength": req.strength if transfer else None, "mask_blob": mask_blob,
+                            "styler_version": __version__, **{k: v for k, v in req.extra.items() if k != "base"}})
+    params = GenParams(prompt=req.prompt, negative=req.negative, steps=req.steps, guidance=req.guidance,
+                       seed=seed, width=img.width, height=img.height, sampler=req.scheduler,
+                       model_name=session.identity.get("name", ""), model_hash=session.identity.get("hash", ""),
+                       adapters=[{"name": a["name"], "weight": a["weight"], "te_weight": a["te_weight"],
+                                  "hash": a["hash"]} for a in recorded],
+                       strength=req.strength if transfer else None, kind=req.kind)
+    buf = io.BytesIO()
+    save_png(img, buf, params, recipe(record))
+    digest = blobs.put_bytes(buf.getvalue())
+    record = reg.insert(record.replace(blob=digest))
+    if out_path:
+        (out_path / f"{record.id}.png").write_bytes(buf.getvalue())
+    return record
 
 
 def recipe(o: Output) -> dict:
     """What the PNG's styler chunk holds: enough to make the image again."""
     keys = ("id", "kind", "prompt", "negative", "seed", "steps", "guidance", "width", "height", "scheduler",
-            "base", "adapters", "content_blob", "params")
+            "base", "adapters", "content_blob", "params", "device", "dtype")
     data = asdict(o)
     return {"styler": __version__, **{k: data[k] for k in keys}}
 

@@ -67,7 +67,7 @@ def _image(reg: Registry, output):
 
 
 def run_grid(req: Request, x: tuple[str, list], y: tuple[str, list] | None, *, registry=None, out_dir=None,
-             warn=None):
+             warn=None, placement=None):
     """An X/Y grid: every combination, one image each, then one labelled sheet."""
     from registry import new_id
 
@@ -78,7 +78,7 @@ def run_grid(req: Request, x: tuple[str, list], y: tuple[str, list] | None, *, r
         req.seed = 0
     if "scale" in (x[0], y[0] if y else None) and not req.adapters:
         raise UsageError("a grid over 'scale' needs at least one --adapter")
-    session = Session.open(req.extra.get("base"))
+    session = Session.open(req.extra.get("base"), placement)
     ys = y[1] if y else [None]
     rows, outputs = [], []
     for yv in ys:
@@ -98,7 +98,8 @@ def run_grid(req: Request, x: tuple[str, list], y: tuple[str, list] | None, *, r
     return outputs, _save_sheet(sheet, reg, out_dir, f"grid-{new_id()}")
 
 
-def run_sweep(req: Request, a: str, b: str, values=SWEEP_DEFAULT, *, registry=None, out_dir=None, warn=None):
+def run_sweep(req: Request, a: str, b: str, values=SWEEP_DEFAULT, *, registry=None, out_dir=None, warn=None,
+              placement=None):
     """The interpolation series between adapters a and b: weights (1-t, t), same seed throughout."""
     from registry import new_id, parse_name
 
@@ -111,7 +112,7 @@ def run_sweep(req: Request, a: str, b: str, values=SWEEP_DEFAULT, *, registry=No
             raise UsageError(f"--sweep {a}:{b}: {side} is not among the adapters of this mix")
     if req.seed is None:
         req.seed = 0
-    session = Session.open(req.extra.get("base"))
+    session = Session.open(req.extra.get("base"), placement)
     images, labels, outputs = [], [], []
     for t in values:
         r = copy.deepcopy(req)

@@ -49,6 +49,13 @@ def _torch_dtype(dtype):
     return getattr(torch, name)
 
 
+def _dtype_keyword() -> str:
+    """diffusers renamed from_pretrained's torch_dtype to dtype (and warns on the old name)."""
+    from diffusers.utils import deprecation_utils
+
+    return "dtype" if hasattr(deprecation_utils, "_resolve_dtype") else "torch_dtype"
+
+
 def check_folder(folder: Path) -> None:
     """Fail early, naming the file, when a diffusers folder lacks weights or has broken ones."""
     index = _read_json(folder / "model_index.json")
@@ -105,10 +112,11 @@ def load_pipeline(base: BaseModel, *, device: str = "cpu", dtype=None, config: s
     if not path.exists():
         raise ModelNotFound(f"base model {base.name!r}: {path} does not exist")
     kwargs = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
-    if torch_dtype is not None:
-        kwargs["torch_dtype"] = torch_dtype
     with quiet():
         from diffusers import StableDiffusionPipeline
+
+        if torch_dtype is not None:
+            kwargs[_dtype_keyword()] = torch_dtype
 
         try:
             if base.kind == "single_file":
