@@ -111,7 +111,7 @@ def train(
 def _dry_run(cfg, reg, as_json: bool) -> None:
     from ..train.plan import build_pipeline, make_plan
 
-    plan = make_plan(cfg, reg)
+    plan = make_plan(cfg, reg, check_device=False)
     build_pipeline(plan, "cpu")
     if as_json:
         print_json(plan.as_dict())

@@ -65,8 +65,9 @@ def stream_indices(seed: int, n: int, start: int, count: int) -> list[tuple[int,
     return out
 
 
-def make_plan(cfg: TrainConfig, reg: Registry, *, load_model: bool = False) -> Plan:
-    """Resolve the dataset and base and count steps — every check that fails fast."""
+def make_plan(cfg: TrainConfig, reg: Registry, *, load_model: bool = False, check_device: bool = True) -> Plan:
+    """Resolve the dataset and base and count steps — every check that fails fast (check_device=False:
+    a plan for another machine, e.g. --dry-run of an fp16 run on a laptop)."""
     from ..models.resolve import base_identity, resolve_base
     from .data import check_cache_compatible, load_items
 
@@ -77,6 +78,8 @@ def make_plan(cfg: TrainConfig, reg: Registry, *, load_model: bool = False) -> P
         raise UsageError(f"{dataset.label} has {len(items)} training image(s), fewer than --batch {cfg.batch}; "
                          f"lower --batch or add images")
     check_cache_compatible(cfg.augment, cfg.cache_latents)
+    if check_device:
+        _check_precision(cfg.precision)
     if cfg.optimizer == "adamw8bit":
         _check_8bit()
     if cfg.log_with:
@@ -98,6 +101,14 @@ def make_plan(cfg: TrainConfig, reg: Registry, *, load_model: bool = False) -> P
     return plan
 
 
+def _check_precision(precision: str) -> None:
+    import torch
+
+    if precision == "fp16" and not torch.cuda.is_available():
+        # without a GPU accelerate neither autocasts nor scales fp16, and fp16 weights cannot run on the CPU
+        raise UsageError("--precision fp16 needs a CUDA GPU; on the CPU use --precision bf16 or no")
+
+
 def _check_8bit() -> None:
     import torch
 
@@ -116,15 +127,46 @@ def _check_logger(name: str) -> None:
         raise UsageError(f"--log-with {name} needs the {name} package (pip install {name})")
 
 
-def memory_estimate(pipe, trainable_params: int) -> int:
-    """Weights in their dtype plus fp32 trainable weights, grads and AdamW moments (16 B each).
-    Activations come on top and grow with batch × resolution²."""
+def memory_estimate(pipe, optimized_params: int, optimizer: str = "adamw") -> int:
+    """Every weight in the dtype it is held in (frozen ones in the weight dtype, trainable ones in
+    fp32), plus an fp32 gradient and the AdamW moments for each optimised parameter (4 + 8 bytes;
+    4 + 2 with 8-bit Adam). Activations come on top and grow with batch × resolution²."""
     weights = sum(p.numel() * p.element_size() for m in (pipe.unet, pipe.vae, pipe.text_encoder) for p in m.parameters())
-    return int(weights + trainable_params * 16)
+    per_param = 4 + (2 if optimizer == "adamw8bit" else 8)
+    return int(weights + optimized_params * per_param)
+
+
+def hold_weights(pipe, precision: str, method_name: str):
+    """Cast frozen weights to the weight dtype of --precision and keep trainable ones in fp32, as
+    diffusers' train_text_to_image_lora.py does (the forward runs under autocast).
+
+    The VAE stays fp32 under fp16: fp16 tops out at 65504, and some SD VAEs (SDXL's, and fine-tunes
+    derived from it) overflow to NaN when encoding in fp16; it only encodes (once, with the latent
+    cache), so fp32 costs ~160 MB for SD-1.5. bf16 has fp32's range, so under bf16 it is cast too.
+    For textual inversion the trainable tensor is the text encoder's whole embedding matrix, so the
+    text encoder stays fp32 (as in diffusers' textual_inversion.py)."""
+    import torch
+
+    from ..device import weight_dtype
+
+    dtype = weight_dtype(precision)
+    if dtype == torch.float32:
+        return
+    modules = [pipe.unet] + ([pipe.text_encoder] if method_name != "textual-inversion" else [])
+    if precision != "fp16":
+        modules.append(pipe.vae)
+    for m in modules:
+        # tensor by tensor rather than module.to(dtype): that also casts the trainable tensors, and
+        # diffusers 0.42 warns on every such call; modules a model keeps in fp32 stay fp32
+        keep = tuple(getattr(m, "_keep_in_fp32_modules", None) or ())
+        for name, t in [*m.named_parameters(), *m.named_buffers()]:
+            if t.is_floating_point() and not t.requires_grad and not any(k in name.split(".") for k in keep):
+                t.data = t.data.to(dtype)
 
 
 def build_pipeline(plan: Plan, device: str):
-    """Load the base, let the method add what it trains, and fill in the plan's counts."""
+    """Load the base, let the method add what it trains, hold the weights in the dtypes of
+    --precision, and fill in the plan's counts."""
     from ..models.load import load_pipeline
     from .methods import make_method
 
@@ -133,10 +175,15 @@ def build_pipeline(plan: Plan, device: str):
     pipe = load_pipeline(plan.base, device="cpu")
     method = make_method(plan.cfg, trigger=plan.dataset.trigger)
     torch.manual_seed(plan.cfg.seed)  # peft draws the LoRA A init from the global generator
-    method.prepare(pipe)
+    method.prepare(pipe)  # in fp32, so the initial LoRA/embedding values are the same under every precision
+    hold_weights(pipe, plan.cfg.precision, plan.cfg.method)
     plan.trainable_params = method.summary()["trainable_params"]
-    plan.memory_bytes = memory_estimate(pipe, plan.trainable_params)
-    pipe.to(device)
+    optimized = sum(p.numel() for g in method.param_groups() for p in g["params"])
+    plan.memory_bytes = memory_estimate(pipe, optimized, plan.cfg.optimizer)
+    from ..models.load import quiet
+
+    with quiet():  # diffusers warns about fp16 weights on the CPU, which only --dry-run does
+        pipe.to(device)
     if plan.cfg.grad_checkpointing or plan.cfg.low_memory:
         pipe.unet.enable_gradient_checkpointing()
         if plan.cfg.text_encoder:

@@ -86,7 +86,8 @@ class Trainer:
             key = {"dataset": self.plan.dataset.content_hash, "base": self.plan.base_identity.get("hash"),
                    "crop": "center"}
             self.cache = LatentCache.build(pipe.vae, self.items, cfg.resolution, flip=self.flip,
-                                           cache_dir=self.reg.home / "cache" / "latents", key=key, device=self.device)
+                                           cache_dir=self.reg.home / "cache" / "latents", key=key, device=self.device,
+                                           dtype=pipe.vae.dtype)  # the dtype is part of the cache key
             if self.cache.status == "rebuilt":
                 self._say("the latent cache was damaged or stale and has been rebuilt")
         self.images = ImageCaptionDataset(self.items, cfg.resolution, augment=set(cfg.augment), seed=cfg.seed)
