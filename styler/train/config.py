@@ -60,6 +60,7 @@ class TrainConfig:
     noise_offset: float = 0.0
     augment: list[str] = field(default_factory=list)
     cache_latents: bool = True
+    loader_workers: int | None = None  # DataLoader worker processes for the uncached path; None: auto
     optimizer: str = "adamw"
     max_grad_norm: float = 1.0
     validate_every: int = 0
@@ -205,6 +206,7 @@ def validate(cfg: TrainConfig) -> None:
     need(cfg.snr_gamma is None or cfg.snr_gamma > 0, "--snr-gamma must be > 0 (5 is usual)")
     need(cfg.noise_offset >= 0, "--noise-offset must be >= 0 (0.05–0.1 is usual)")
     need(cfg.processes >= 1, "--processes must be >= 1")
+    need(cfg.loader_workers is None or cfg.loader_workers >= 0, f"--loader-workers must be >= 0 (got {cfg.loader_workers})")
     need(cfg.validate_every >= 0 and cfg.checkpoint_every >= 0, "--validate-every/--checkpoint-every must be >= 0")
     need(cfg.keep_checkpoints >= 1, "keep_checkpoints must be >= 1")
     need(cfg.max_grad_norm >= 0, "max_grad_norm must be >= 0 (0 turns clipping off)")

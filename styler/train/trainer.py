@@ -20,6 +20,7 @@ from registry import Adapter, Registry, Run
 from ..errors import StylerError, UsageError
 from . import checkpoint as ckpt
 from .config import TrainConfig
+from .loader import micro_batch_start
 from .plan import Plan, build_pipeline, make_plan, mix_seed, stream_indices
 from .runs import RunHandle, register_adapter, resume_run, start_run
 
@@ -55,6 +56,7 @@ class Trainer:
         self.plan, self.cfg, self.reg = plan, plan.cfg, registry
         self.console, self.rank, self.world = console, rank, world
         self.main = rank == 0
+        self.batches = None  # the uncached path's image loader while the loop runs
 
     # -- setup -----------------------------------------------------------------------------
     def setup(self, handle: RunHandle) -> None:
@@ -149,23 +151,27 @@ class Trainer:
         ids = tokenize(self.pipe.tokenizer, texts).to(self.device)
         return self.text_encoder(ids)[0]
 
-    def _latents_for(self, positions: list[tuple[int, int]], gens) -> tuple:
+    def _latents_for(self, positions: list[tuple[int, int]], gens, pixels=None) -> tuple:
+        """Latents of the samples at `positions`: from the cache, else by encoding `pixels` (what the
+        image loader made of those positions) or, without a loader, the images loaded here."""
         import torch
 
         flips = [bool(torch.rand((), generator=g) < 0.5) if self.flip else False for g in gens]
         if self.cache is not None:
             lat = torch.cat([self.cache.latents([i], g, [f]) for (_, i), g, f in zip(positions, gens, flips)])
             return lat.to(self.device), flips
-        pixels = []
-        for epoch, i in positions:
-            self.images.set_epoch(epoch)
-            pixels.append(self.images[i]["pixels"])
+        if pixels is None:
+            loaded = []
+            for epoch, i in positions:
+                self.images.set_epoch(epoch)
+                loaded.append(self.images[i]["pixels"])
+            pixels = torch.stack(loaded)
         vae = self.pipe.vae
         with torch.no_grad():
-            dist = vae.encode(torch.stack(pixels).to(self.device, dtype=vae.dtype)).latent_dist
+            dist = vae.encode(pixels.to(self.device, dtype=vae.dtype, non_blocking=True)).latent_dist
         noise = torch.stack([torch.randn(dist.mean.shape[1:], generator=g) for g in gens]).to(self.device)
-        lat = (dist.mean + dist.std * noise.to(dist.mean.dtype)) * vae.config.scaling_factor
-        return lat.float(), flips
+        lat = (dist.mean.float() + dist.std.float() * noise) * vae.config.scaling_factor  # fp32 from here on
+        return lat, flips
 
     def _diffusion_loss(self, latents, texts: list[str], gens, reduce: bool = True):
         import torch
@@ -196,10 +202,11 @@ class Trainer:
         """The loss of this process's share of one micro-batch."""
         cfg = self.cfg
         b = cfg.batch
-        start = ((step * cfg.accum + micro) * self.world + self.rank) * b
+        start = micro_batch_start(step, micro, batch=b, accum=cfg.accum, world=self.world, rank=self.rank)
         positions = stream_indices(cfg.seed, len(self.items), start, b)
         gens = [_sample_generator(cfg, step, start + k) for k in range(b)]
-        latents, _ = self._latents_for(positions, gens)
+        pixels = self.batches.take(start, b) if self.batches is not None else None
+        latents, _ = self._latents_for(positions, gens, pixels)
         loss = self._diffusion_loss(latents, [self.captions[i] for _, i in positions], gens)
         if self.prior is not None:
             pgens = [_sample_generator(cfg, step, -1 - (start + k)) for k in range(b)]
@@ -249,6 +256,7 @@ class Trainer:
         step = start_step
         for m in self.models:
             m.train()
+        self.batches = self._open_batches(start_step)
         try:
             while step < plan.total_steps:
                 t0 = time.perf_counter()
@@ -297,7 +305,29 @@ class Trainer:
                         monitor.update(state)
         except KeyboardInterrupt:
             raise _Interrupted(step) from None
+        finally:
+            if self.batches is not None:
+                self.batches.close()
+                self.batches = None
         return loss_value
+
+    def loader_workers(self) -> int:
+        from .loader import auto_workers
+
+        return self.cfg.loader_workers if self.cfg.loader_workers is not None else auto_workers(self.world)
+
+    def _open_batches(self, start_step: int):
+        """The uncached path loads and augments images in DataLoader workers (none with the cache)."""
+        if self.cache is not None:
+            return None
+        from .loader import Batches, StreamSampler, image_loader
+
+        cfg = self.cfg
+        sampler = StreamSampler(batch=cfg.batch, accum=cfg.accum, world=self.world, rank=self.rank,
+                                start_step=start_step, total_steps=self.plan.total_steps)
+        self.loader = image_loader(self.images, seed=cfg.seed, sampler=sampler, workers=self.loader_workers(),
+                                   pin_memory=self.device.type == "cuda")
+        return Batches(self.loader)
 
     def save_checkpoint(self, step: int, state=None) -> Path | None:
         if not self.main:
@@ -485,6 +515,8 @@ def _resume_config(reg: Registry, run_id: str, given: TrainConfig, check_running
         raise UsageError(f"run {run_id} has no complete checkpoint to resume from; start it again")
     if given.steps and given.steps != saved.steps:
         saved = build_config({**saved.to_dict(), "steps": given.steps, "epochs": None})
+    if given.loader_workers is not None:  # how images are loaded never changes the numbers
+        saved = build_config({**saved.to_dict(), "loader_workers": given.loader_workers})
     return saved, last
 
 

@@ -39,7 +39,7 @@ def _spy_dtypes(monkeypatch):
 def test_bf16_on_cpu_holds_frozen_weights_in_bf16_and_lora_in_fp32(calli, styler_home, monkeypatch):
     seen = _spy_dtypes(monkeypatch)
     r = run_cli("train", calli, *FAST, "--steps", "3", "--precision", "bf16", "--text-encoder", "--lr", "1e-3",
-                "--no-cache-latents")
+                "--no-cache-latents", "--loader-workers", "0")
     assert r.exit_code == 0, r.stderr
     assert seen["unet_frozen"] == {torch.bfloat16} and seen["te"] == {torch.bfloat16}
     assert seen["vae"] == {torch.bfloat16}  # bf16 has fp32's range: the VAE is cast too
