@@ -69,6 +69,12 @@ class Trainer:
 
         cfg = self.cfg
         self.handle = handle
+        from accelerate.state import AcceleratorState
+
+        # accelerate keeps one mixed-precision setting per process and refuses another; a process that
+        # trains several times (`styler worker`, `styler demo`, tests) starts each run afresh. The
+        # device/process-group state (PartialState) is kept.
+        AcceleratorState._reset_state(reset_partial_state=False)
         try:
             self.acc = Accelerator(mixed_precision=cfg.precision, cpu=not torch.cuda.is_available(),
                                    log_with=cfg.log_with, project_dir=str(handle.dir))
