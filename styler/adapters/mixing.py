@@ -45,8 +45,8 @@ class WeightMixer:
         self.pipe = pipe
         self.pristine: dict[tuple[str, str], object] = {}
         self.active: set[tuple[str, str]] = set()
-        self.current: tuple | None = ()  # the mix folded in now (() = none); None after restore()
-        self.folds = 0  # how many times a mix was computed (a repeated mix costs nothing)
+        self.current: tuple = ()  # the mix folded in now (() = none)
+        self.folds = 0  # how many times a non-empty mix was computed (a repeated mix costs nothing)
 
     @staticmethod
     def mix_key(entries: list[MixEntry]) -> tuple:
@@ -57,8 +57,8 @@ class WeightMixer:
         in is kept as it is."""
         import torch
 
-        key = self.mix_key(entries)
-        if key == self.current:
+        mix = self.mix_key(entries)
+        if mix == self.current:
             return {"layers": len(self.active)}
 
         for e in entries:
@@ -86,8 +86,8 @@ class WeightMixer:
                 w0 = self.pristine[key]
                 weight.copy_((w0.float() + d.to(w0.device)).to(weight.dtype))
         self.active = set(sums)
-        self.current = key
-        self.folds += 1
+        self.current = mix
+        self.folds += bool(sums)
         return {"layers": len(sums)}
 
     def restore(self) -> None:
