@@ -1,6 +1,10 @@
 """Full-size SD-1.5 on a GPU: a UNet/VAE/text encoder built from SD-1.5's configs with random
 weights (nothing downloaded), bf16 at 512². Measures styler's LoRA train step (time and peak CUDA
-memory) at batch 1 and 4, and the time of one 50-step 512² image.
+memory) at batch 1 and 4, the time of one 50-step 512² image, and images/s at batch 8 for styler
+and for diffusers' own StableDiffusionPipeline on the same weights, interleaved in one run.
+
+Goals (issue 10): step ≤ 0.15 s at batch 1, peak ≤ 2.5 GiB, a 50-step image ≤ 1.0 s, batch-8
+throughput ≥ 0.95 × diffusers'.
 
     python benchmarks/gpu_sd15.py                 # needs a CUDA GPU
     python benchmarks/gpu_sd15.py --cpu-smoke     # code-path check on CPU (tiny sizes, not a figure)
@@ -99,11 +103,11 @@ def main() -> None:
         peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else float("nan")
         print(f"LoRA rank 16 train step, batch {batch}: {per * 1e3:8.1f} ms/step, peak {peak:.2f} GiB")
         del trainer
+    from styler.device import Placement, resolve_placement
     from styler.generate.engine import Session
 
-    session = Session.open(str(folder))
-    if torch.cuda.is_available():
-        session.pipe.to("cuda", torch.bfloat16)
+    placement = Placement("cpu", "fp32") if smoke else resolve_placement("cuda", "bf16")
+    session = Session.open(str(folder), placement)
     steps = 2 if smoke else 50
     times = []
     for _ in range(1 if smoke else 3):
@@ -114,6 +118,48 @@ def main() -> None:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t)
     print(f"one {steps}-step {res}px image: {statistics.median(times):.2f} s")
+    throughput(session, folder, placement, res, steps=2 if smoke else 30, rounds=1 if smoke else 3)
+
+
+def throughput(session, folder: Path, placement, res: int, steps: int, rounds: int) -> None:
+    """Images/s at batch 8: styler's render_batch against diffusers' pipeline called directly
+    (same weights, dtype, scheduler, steps and per-image generators), alternating rounds."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    from styler.models.load import quiet
+
+    with quiet():
+        ref = StableDiffusionPipeline.from_pretrained(str(folder), safety_checker=None, feature_extractor=None,
+                                                      requires_safety_checker=False, dtype=placement.torch_dtype)
+    ref.to(placement.device)
+    ref.set_progress_bar_config(disable=True)
+    session.set_scheduler("ddim")
+    prompts, seeds = ["a watercolor painting of a lake"] * 8, list(range(8))
+
+    def styler_batch():
+        session.render_batch(prompts=prompts, negative="", seeds=seeds, steps=steps, guidance=7.5, width=res,
+                             height=res)
+
+    def diffusers_batch():
+        gens = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+        with torch.no_grad():
+            ref(prompt=prompts, num_inference_steps=steps, guidance_scale=7.5, width=res, height=res, generator=gens)
+
+    results = {"styler": [], "diffusers": []}
+    for fn in (styler_batch, diffusers_batch):  # warm-up
+        fn()
+    for _ in range(rounds):
+        for name, fn in (("styler", styler_batch), ("diffusers", diffusers_batch)):
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            fn()
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            results[name].append(8 / (time.perf_counter() - t))
+    s, d = statistics.median(results["styler"]), statistics.median(results["diffusers"])
+    print(f"batch 8, {steps} steps, {res}px: styler {s:.2f} img/s, diffusers {d:.2f} img/s, ratio {s / d:.3f}")
 
 
 if __name__ == "__main__":
