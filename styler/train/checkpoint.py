@@ -1,7 +1,8 @@
 """Training checkpoints: safetensors for tensors, JSON for the rest; no unsafe serialisation.
 
 run_dir/checkpoints/step-0000020/ holds trainable.safetensors, optimizer.safetensors + .json,
-scheduler.json, rng.safetensors + .json, state.json and, written last, the COMPLETE marker. It is
+scheduler.json, rng.safetensors + .json, scaler.json (the fp16 GradScaler's scale and growth
+tracker, when there is one), state.json and, written last, the COMPLETE marker. It is
 written as step-0000020.tmp-<random>, fsynced, then renamed into place; folders without the
 marker are never used.
 """
@@ -124,9 +125,19 @@ def _rng_state() -> tuple[dict, dict]:
                      "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)]}
 
 
+def _scaler_state(scaler) -> dict | None:
+    """A loss scaler's state (torch.amp.GradScaler and anything with the same state_dict), or None
+    without one or when it is disabled (its state_dict is then empty)."""
+    if scaler is None:
+        return None
+    sd = scaler.state_dict()
+    return dict(sd) if sd else None
+
+
 def save_checkpoint(run_dir: Path, step: int, *, trainable: dict, optimizer, lr_scheduler,
-                    state: dict, rng: bool = True) -> Path:
-    """Write a complete checkpoint for `step` atomically; returns its folder."""
+                    state: dict, rng: bool = True, scaler=None) -> Path:
+    """Write a complete checkpoint for `step` atomically; returns its folder. `scaler`: the loss
+    scaler of fp16 training (accelerator.scaler), whose scale a resume must continue from."""
     if not isinstance(step, int) or step < 0:
         raise ValueError(f"step must be a non-negative int, not {step!r}")
     root = checkpoints_dir(run_dir)
@@ -144,7 +155,9 @@ def save_checkpoint(run_dir: Path, step: int, *, trainable: dict, optimizer, lr_
     }
     sched_json = None if lr_scheduler is None else _encode(
         lr_scheduler.state_dict(), "lr_scheduler", None, "learning-rate scheduler state")
-    state_json = {"format": FORMAT_VERSION, "step": step, "rng": bool(rng),
+    scaler_sd = _scaler_state(scaler)
+    scaler_json = None if scaler_sd is None else _encode(scaler_sd, "scaler", None, "gradient scaler state")
+    state_json = {"format": FORMAT_VERSION, "step": step, "rng": bool(rng), "scaler": scaler_json is not None,
                   "state": _encode({k: v for k, v in state.items() if k != "step"}, "state",
                                    None, "training state")}
     tmp: Path | None = None
@@ -159,6 +172,8 @@ def save_checkpoint(run_dir: Path, step: int, *, trainable: dict, optimizer, lr_
             rng_tensors, rng_json = _rng_state()
             _write_tensors(tmp / "rng.safetensors", rng_tensors)
             _write_json(tmp / "rng.json", rng_json)
+        if scaler_json is not None:
+            _write_json(tmp / "scaler.json", scaler_json)
         _write_json(tmp / "state.json", state_json)
         _write_file(tmp / MARKER, f"step {step}\n".encode())
         _fsync_dir(tmp)
@@ -277,8 +292,10 @@ def read_checkpoint_state(path: Path) -> dict:
 
 
 def load_checkpoint(path: Path, *, trainable: dict, optimizer, lr_scheduler,
-                    restore_rng: bool = True) -> dict:
-    """Validate a checkpoint, then restore it in place; returns the saved state (with `step`)."""
+                    restore_rng: bool = True, scaler=None) -> dict:
+    """Validate a checkpoint, then restore it in place; returns the saved state (with `step`).
+    A `scaler` (enabled) gets the saved scale back; a checkpoint saved without one (an older styler,
+    or a run that had none) leaves it as it is."""
     import torch
 
     path = Path(path)
@@ -322,6 +339,11 @@ def load_checkpoint(path: Path, *, trainable: dict, optimizer, lr_scheduler,
         rng_json = _read_json(path, "rng.json")
         if "torch" not in rng_tensors or not isinstance(rng_json, dict):
             raise InputError(f"checkpoint {path}: the saved random state is damaged")
+    scaler_sd = None
+    if _scaler_state(scaler) is not None and meta.get("scaler"):
+        scaler_sd = _decode(_read_json(path, "scaler.json"))
+        if not isinstance(scaler_sd, dict) or not isinstance(scaler_sd.get("scale"), (int, float)):
+            raise InputError(f"checkpoint {path}: scaler.json is damaged")
     # everything is validated: restore
     try:
         optimizer.load_state_dict(opt_sd)
@@ -332,6 +354,8 @@ def load_checkpoint(path: Path, *, trainable: dict, optimizer, lr_scheduler,
     with torch.no_grad():
         for name, t in trainable.items():
             t.copy_(weights[name].to(device=t.device, dtype=t.dtype))
+    if scaler_sd is not None:
+        scaler.load_state_dict(scaler_sd)
     if rng_tensors is not None:
         _restore_rng(rng_tensors, rng_json)
     return {**_decode(meta["state"]), "step": meta["step"]}

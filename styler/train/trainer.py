@@ -339,7 +339,8 @@ class Trainer:
         if not self.main:
             return None
         path = ckpt.save_checkpoint(self.handle.dir, step, trainable=self.method.trainable(), optimizer=self.optimizer,
-                                    lr_scheduler=self.lr_sched, state={"step": step, "dataset": self.plan.dataset.id})
+                                    lr_scheduler=self.lr_sched, state={"step": step, "dataset": self.plan.dataset.id},
+                                    scaler=self.acc.scaler)  # fp16: the loss scale goes on where it was
         ckpt.prune_checkpoints(self.handle.dir, self.cfg.keep_checkpoints)
         if state is not None:
             state.last_checkpoint = step
@@ -348,7 +349,7 @@ class Trainer:
 
     def restore(self, path: Path) -> int:
         saved = ckpt.load_checkpoint(path, trainable=self.method.trainable(), optimizer=self.optimizer,
-                                     lr_scheduler=self.lr_sched)
+                                     lr_scheduler=self.lr_sched, scaler=self.acc.scaler)
         return int(saved["step"])
 
 

@@ -274,3 +274,70 @@ def test_module_never_pickles():
     source = Path(ckpt.__file__).read_text(encoding="utf-8")
     for banned in ("pickle", "torch.load", "torch.save"):
         assert banned not in source, banned
+
+
+def _scaled_steps(model, opt, sched, scaler, data) -> list[float]:
+    """fp16-style steps: the loss scale starts near fp32's limit and doubles every step, so some
+    steps overflow, are skipped and halve the scale — the weights depend on the scaler's history."""
+    scales = []
+    for x, y in data:
+        loss = torch.nn.functional.mse_loss(model(x), y) * 1e3
+        opt.zero_grad()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        sched.step()
+        scales.append(scaler.get_scale())
+    return scales
+
+
+def _scaler():
+    return torch.amp.GradScaler("cpu", init_scale=2.0**112, growth_factor=2.0, backoff_factor=0.5, growth_interval=1)
+
+
+def test_grad_scaler_state_round_trips(tmp_path):
+    data = batches(10)
+    model, opt, sched = make()
+    scaler = _scaler()
+    _scaled_steps(model, opt, sched, scaler, data[:4])
+    path = ckpt.save_checkpoint(tmp_path, 4, trainable=trainable(model), optimizer=opt, lr_scheduler=sched,
+                                state={}, scaler=scaler)
+    saved = json.loads((path / "scaler.json").read_text())
+    assert saved["scale"] == scaler.get_scale() and "_growth_tracker" in saved
+    whole_scales = _scaled_steps(model, opt, sched, scaler, data[4:])
+    whole = {k: v.detach().clone() for k, v in model.named_parameters()}
+    assert any(b < a for a, b in zip(whole_scales, whole_scales[1:]))  # it overflowed, skipped, backed off
+
+    def resumed(restore: bool):
+        model2, opt2, sched2 = make(seed=5)
+        scaler2 = _scaler()
+        ckpt.load_checkpoint(path, trainable=trainable(model2), optimizer=opt2, lr_scheduler=sched2,
+                             scaler=scaler2 if restore else None)
+        return _scaled_steps(model2, opt2, sched2, scaler2, data[4:]), dict(model2.named_parameters())
+
+    scales, params = resumed(True)
+    assert scales == whole_scales
+    for k, v in params.items():
+        assert torch.equal(v, whole[k]), k
+    scales, params = resumed(False)  # a fresh scaler: another scale history, other skipped steps
+    assert scales != whole_scales
+    assert any(not torch.equal(v, whole[k]) for k, v in params.items())
+
+
+def test_scaler_absent_disabled_or_damaged(tmp_path):
+    model, opt, sched = make()
+    off = torch.amp.GradScaler("cpu", enabled=False)  # what bf16/fp32 training has: an empty state
+    path = ckpt.save_checkpoint(tmp_path, 1, trainable=trainable(model), optimizer=opt, lr_scheduler=sched,
+                                state={}, scaler=off)
+    assert not (path / "scaler.json").exists()
+    on = _scaler()
+    ckpt.load_checkpoint(path, trainable=trainable(model), optimizer=opt, lr_scheduler=sched, scaler=on)
+    assert on.get_scale() == 2.0**112  # nothing saved: left as it was
+    path = ckpt.save_checkpoint(tmp_path, 2, trainable=trainable(model), optimizer=opt, lr_scheduler=sched,
+                                state={}, scaler=_scaler())
+    (path / "scaler.json").write_text('{"scale": "big"}')
+    with pytest.raises(InputError, match="scaler.json is damaged"):
+        ckpt.load_checkpoint(path, trainable=trainable(model), optimizer=opt, lr_scheduler=sched, scaler=_scaler())
+    (path / "scaler.json").unlink()
+    with pytest.raises(InputError, match="missing scaler.json"):
+        ckpt.load_checkpoint(path, trainable=trainable(model), optimizer=opt, lr_scheduler=sched, scaler=_scaler())

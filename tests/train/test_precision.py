@@ -94,3 +94,45 @@ def test_fp16_without_a_gpu_is_a_usage_error(calli):
     r = run_cli("train", calli, *FAST, "--steps", "1", "--precision", "fp16")
     assert r.exit_code == 2 and "--precision fp16 needs a CUDA GPU" in r.stderr and "bf16" in r.stderr
     assert "\n" not in r.stderr.strip() and Registry().all(Run) == []
+
+
+def test_an_fp16_loss_scaler_is_checkpointed_and_restored(calli, styler_home, monkeypatch):
+    """accelerate makes a GradScaler only for fp16 on a GPU; here the CPU's stands in for it, so the
+    loop's save and restore of `accelerator.scaler` is exercised: a resumed run ends at the scale
+    (and weights) of an uninterrupted one."""
+    import accelerate
+
+    from styler.train import trainer as tr
+
+    made = []
+    real_init = accelerate.Accelerator.__init__
+
+    def init(self, *a, **kw):
+        real_init(self, *a, **kw)
+        self.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_factor=2.0, growth_interval=1)
+        made.append(self)
+
+    monkeypatch.setattr(accelerate.Accelerator, "__init__", init)
+    args = [*FAST, "--steps", "4", "--checkpoint-every", "2", "--lr", "1e-3"]
+    assert run_cli("train", calli, *args, "--name", "whole").exit_code == 0
+    whole_scale = made[-1].scaler.get_scale()
+    assert whole_scale == 1024.0 * 2**4
+
+    real_loss = tr.Trainer.step_loss
+    monkeypatch.setattr(tr.Trainer, "step_loss",
+                        lambda self, s, m: (_ for _ in ()).throw(KeyboardInterrupt) if s == 3 else real_loss(self, s, m))
+    assert run_cli("train", calli, *args, "--name", "split").exit_code == 130
+    run = [x for x in Registry().all(Run) if x.config.get("name") == "split"][0]
+    saved = json.loads((styler_home / "runs" / run.id / "checkpoints" / "step-0000003" / "scaler.json").read_text())
+    assert saved["scale"] == 1024.0 * 2**3
+    monkeypatch.setattr(tr.Trainer, "step_loss", real_loss)
+    assert run_cli("train", "--resume", run.id).exit_code == 0
+    assert made[-1].scaler.get_scale() == whole_scale  # a fresh scaler would end at 1024 * 2**1
+
+    def weights(name):
+        with safe_open(str(BlobStore(styler_home).path(Registry().resolve(Adapter, name).blob)), "pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}
+
+    a, b = weights("whole"), weights("split")
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-6)
