@@ -72,6 +72,36 @@ def test_mix_job_renders_each_image_with_the_exact_mix(styled):
     assert _run_once()[-1].endswith("stopped")  # an empty queue: nothing to do, exit 0
 
 
+def test_a_worker_renders_in_batches_with_the_images_of_batch_1(styled, monkeypatch):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from registry import BlobStore
+
+    def px(o):
+        with BlobStore(styled).open(o.blob) as fh:
+            return np.asarray(Image.open(io.BytesIO(fh.read())).convert("RGB")).astype(np.int16)
+
+    reg = Registry()
+    passes = []
+    from styler.generate.engine import Session
+
+    real = Session.render_batch
+    monkeypatch.setattr(Session, "render_batch", lambda self, **kw: passes.append(len(kw["seeds"])) or real(self, **kw))
+    one = Q.enqueue(reg, "generate", _payload(n=3, batch=1))
+    batched = Q.enqueue(reg, "generate", _payload(n=3))
+    logs = _run_once(device="cpu", dtype="fp32")
+    logs += _run_once(batch=2)
+    assert passes == [1, 1, 1, 2, 1]
+    assert any("on cpu fp32" in line for line in logs)
+    a, b = _outputs(reg, reg.get(Job, one.id)), _outputs(reg, reg.get(Job, batched.id))
+    assert [o.seed for o in a] == [o.seed for o in b] == [7, 8, 9]
+    assert all((o.device, o.dtype) == ("cpu", "fp32") for o in a + b)
+    assert max(int(np.abs(px(x) - px(y)).max()) for x, y in zip(a, b)) <= 2
+
+
 def test_a_failing_job_is_failed_with_one_line(styled, monkeypatch):
     reg = Registry()
     bad = Q.enqueue(reg, "generate", _payload(adapters=[["nosuch", 1.0, None]]))
