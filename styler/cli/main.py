@@ -91,6 +91,25 @@ def _add_groups() -> None:
 _add_groups()
 
 
+def _click_errors() -> tuple[type, ...]:
+    """The ClickException classes in play: typer >= 0.26 raises its own vendored copy of click's."""
+    classes = []
+    for module in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            classes.append(__import__(module, fromlist=["ClickException"]).ClickException)
+        except ImportError:
+            pass
+    return tuple(classes)
+
+
+def _usage_line(exc) -> str:
+    """One line naming what was wrong and where to look: `Invalid value for '--steps': … (see styler generate --help)`."""
+    message = " ".join(exc.format_message().split())
+    ctx = getattr(exc, "ctx", None)
+    path = ctx.command_path if ctx is not None else "styler"
+    return f"{message} (see `{path} --help`)" if getattr(exc, "exit_code", 1) == 2 else message
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code."""
     try:
@@ -102,11 +121,12 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("aborted\n")
         return 1
     except Exception as exc:
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
+        if isinstance(exc, _click_errors()):
+            sys.stderr.write(f"error: {_usage_line(exc)}\n")
             return exc.exit_code
+        if type(exc).__name__ == "Abort":  # click's or typer's vendored Abort (Ctrl-C at a prompt)
+            sys.stderr.write("aborted\n")
+            return 1
         if os.environ.get("STYLER_DEBUG"):
             raise
         sys.stderr.write(f"error: unexpected {type(exc).__name__}: {exc} (set STYLER_DEBUG=1 for the traceback)\n")

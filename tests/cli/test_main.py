@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,3 +70,20 @@ def test_debug_env_shows_the_traceback(styler_home):
 def test_usage_errors_exit_2():
     r = run_cli("data", "add")
     assert r.exit_code == 2
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["data", "add"], "error: Missing argument 'name'. (see `styler data add --help`)"),
+    (["data", "add", "x", "--nosuch"], "error: No such option: --nosuch (see `styler data add --help`)"),
+    (["generate", "a cat", "--steps", "abc"], "error: Invalid value for '--steps': "),
+    (["trian"], "error: No such command 'trian'. Did you mean 'train'"),
+])
+def test_click_usage_errors_through_main_are_one_line_and_exit_2(styler_home, capsys, argv, line):
+    from styler.cli.main import main
+
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith(line), captured.err
+    assert len(captured.err.strip().splitlines()) == 1 and "unexpected" not in captured.err
+    assert captured.out == ""
+    assert not styler_home.exists()  # a usage error writes nothing
