@@ -113,6 +113,48 @@ def _size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
+def orphan_dataset_dirs(droot: Path, registered: list[Path]) -> list[Path]:
+    """Version folders under `droot` that no dataset record points to. Keyed off the records'
+    paths, not folder names (a dataset may be named `art/2024`): a registered folder is never
+    looked into, a folder on the way to one is only looked into, and of the rest a version-shaped
+    folder (`<name>/<N>` or `<ns>/<name>/<N>`) is an orphan when it holds a manifest or no
+    version-shaped folders of its own (else it is the name folder of an unregistered dataset)."""
+    keep = {os.path.normpath(p) for p in registered}
+    on_the_way = {os.path.normpath(a) for p in registered for a in Path(p).parents}
+    found: list[Path] = []
+
+    def walk(folder: Path, depth: int) -> None:
+        try:
+            children = sorted(c for c in folder.iterdir() if c.is_dir() and not c.is_symlink() and not c.name.startswith("."))
+        except OSError:
+            return
+        for child in children:
+            key = os.path.normpath(child)
+            if key in keep:
+                continue
+            if key in on_the_way:
+                walk(child, depth + 1)
+                continue
+            versionish = depth >= 2 and child.name.isdigit()
+            if versionish and ((child / "manifest.json").is_file()
+                               or not any(c.is_dir() and c.name.isdigit() for c in child.iterdir())):
+                found.append(child)
+            elif depth < 3:
+                walk(child, depth + 1)
+
+    walk(droot, 1)
+    return found
+
+
+def _remove_empty_parents(folder: Path, stop: Path) -> None:
+    while folder != stop and stop in folder.parents:
+        try:
+            folder.rmdir()  # only when empty
+        except OSError:
+            return
+        folder = folder.parent
+
+
 def plan_prune(reg: Registry, *, now: float | None = None) -> PrunePlan:
     """Unreferenced blobs, folders no record points to, and stale temp files."""
     now = time.time() if now is None else now
@@ -122,12 +164,10 @@ def plan_prune(reg: Registry, *, now: float | None = None) -> PrunePlan:
         for digest, path in BlobStore(reg.home).iter_blobs():
             if digest not in refs:
                 plan.blobs.append((digest, path.stat().st_size))
-        dataset_dirs = {str(reg.home / d.path) for d in reg.all(Dataset)}
         droot = reg.home / "datasets"
         if droot.is_dir():
-            for vdir in sorted(droot.glob("*/*")) + sorted(droot.glob("*/*/*")):
-                if vdir.is_dir() and vdir.name.isdigit() and str(vdir) not in dataset_dirs:
-                    plan.orphan_dirs.append((str(vdir), _size(vdir)))
+            for vdir in orphan_dataset_dirs(droot, [reg.home / d.path for d in reg.all(Dataset)]):
+                plan.orphan_dirs.append((str(vdir), _size(vdir)))
             for tmp in sorted(droot.glob(".tmp-*")):
                 if now - tmp.stat().st_mtime > STALE_TMP_S:
                     plan.temp_files.append((str(tmp), _size(tmp)))
@@ -151,10 +191,17 @@ def execute_prune(reg: Registry, plan: PrunePlan) -> int:
     blobs = BlobStore(reg.home)
     with reg.locked():
         refs = referenced_blobs(reg)  # a record added since planning keeps its blob
+        used = {os.path.normpath(reg.home / d.path) for d in reg.all(Dataset)}
+        used |= {os.path.normpath(reg.home / "runs" / r.id) for r in reg.all(Run)}
+        droot = reg.home / "datasets"
         for path, size in plan.orphan_dirs + plan.temp_files:
             p = Path(path)
+            if os.path.normpath(p) in used:  # registered since planning
+                continue
             if p.is_dir():
                 shutil.rmtree(p, ignore_errors=True)
+                if droot in p.parents:
+                    _remove_empty_parents(p.parent, droot)
             elif p.exists():
                 os.unlink(p)
             freed += size
