@@ -11,7 +11,7 @@ from registry import Adapter, BlobStore, Registry
 
 from ..adapters.mixing import MixEntry, WeightMixer
 from ..device import Placement, resolve_placement
-from ..errors import UsageError
+from ..errors import InputError, UsageError
 
 # styler name -> (diffusers scheduler class, extra config)
 SCHEDULERS = {
@@ -84,8 +84,12 @@ class Session:
         from ..adapters.formats import check_compatible, read_adapter
 
         if record.id not in self._data_cache:
-            path = BlobStore(registry.home).path(record.blob)
-            data = read_adapter(path, module_names=self.module_names())
+            blobs = BlobStore(registry.home)
+            if not blobs.verify(record.blob):  # a flipped bit would change every image silently
+                raise InputError(f"the file of adapter {record.label} is missing or damaged (its sha256 no longer "
+                                 f"matches {record.blob[:12]}…); run `styler registry verify`, then re-import or "
+                                 f"retrain it")
+            data = read_adapter(blobs.path(record.blob), module_names=self.module_names())
             if data.kind == "lora":
                 check_compatible(data, self.pipe)
             self._data_cache[record.id] = data

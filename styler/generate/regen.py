@@ -35,6 +35,10 @@ def regenerate(source: str, *, registry: Registry | None = None, out_dir=None, w
     reg = registry or Registry()
     placement = placement or resolve_placement()
     r = load_recipe(source, reg)
+    missing = [k for k in RECIPE_KEYS if k not in r]
+    if missing:
+        raise InputError(f"{source}: its styler recipe lacks {', '.join(missing)}; regen needs a whole recipe "
+                         f"(was the PNG's text chunk edited?)")
     if same_placement({"device": r.get("device"), "dtype": r.get("dtype")}, placement) is False and warn:
         warn(f"the original was rendered on {r['device']} in {r.get('dtype') or '?'}, this on {placement.label}: "
              f"the pixels may differ (pass --device/--dtype to match the original)")
@@ -58,6 +62,7 @@ def regenerate(source: str, *, registry: Registry | None = None, out_dir=None, w
             req.mask = _blob_file(blobs, params["mask_blob"], tmp_files)
     base = r.get("base") or {}
     req.extra["base"] = _base_spec(base)
+    _check_base(base, req.extra["base"])
     try:
         new = generate(req, registry=reg, out_dir=out_dir, warn=warn, placement=placement)[0]
     finally:
@@ -74,6 +79,22 @@ def regenerate(source: str, *, registry: Registry | None = None, out_dir=None, w
             same = np.array_equal(np.asarray(Image.open(source).convert("RGB")),
                                   np.asarray(Image.open(io.BytesIO(b.read())).convert("RGB")))
     return new, same
+
+
+RECIPE_KEYS = ("prompt", "seed", "steps", "guidance", "width", "height", "scheduler")
+
+
+def _check_base(recorded: dict, spec: str | None) -> None:
+    """The base that resolves now must be the recipe's, by content hash."""
+    from ..models.resolve import base_identity, resolve_base
+
+    if not recorded.get("hash"):
+        return
+    now = base_identity(resolve_base(spec))
+    if now["hash"] != recorded["hash"]:
+        raise InputError(f"the image was made with base {recorded.get('name', '?')!r} (sha256 {recorded['hash'][:12]}…), "
+                         f"but the base here is {now['name']!r} (sha256 {now['hash'][:12]}…); point --base's "
+                         f"default (STYLER_BASE or base in config.toml) at the original model")
 
 
 def _has(reg: Registry, output_id: str) -> bool:

@@ -109,12 +109,37 @@ def prepare_content(req: Request, warn):
     return image, mask
 
 
+def check_out_dir(out_dir: str | Path | None) -> Path | None:
+    """--out must be a folder (or not exist yet) that can be written; checked before any rendering."""
+    import tempfile
+
+    from ..errors import WriteError
+
+    if not out_dir:
+        return None
+    path = Path(out_dir).expanduser()
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--out {path} is a file; give a folder for the PNGs (it is created if missing)")
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UsageError(f"--out {path}: {probe} is a file, so the folder can't be made there")
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        raise WriteError(f"--out {path}: cannot write in {probe} ({exc.strerror or exc}); choose another folder") from None
+    return path
+
+
 def generate(req: Request, *, registry: Registry | None = None, session: Session | None = None,
              out_dir: str | Path | None = None, warn=None, placement=None) -> list[Output]:
     """Render req.n images, req.batch per forward pass, and register each one; returns their output
     records. Without a session, the base is loaded on `placement` (default: resolve_placement())."""
     warn = warn or (lambda m: None)
     req.validate()
+    check_out_dir(out_dir)
     reg = registry or Registry()
     choices = resolve_choices(reg, req.adapters)
     image = mask = None
@@ -184,10 +209,19 @@ def _store(req: Request, seed: int, img, session: Session, recorded, reg: Regist
     buf = io.BytesIO()
     save_png(img, buf, params, recipe(record))
     digest = blobs.put_bytes(buf.getvalue())
-    record = reg.insert(record.replace(blob=digest))
-    if out_path:
-        (out_path / f"{record.id}.png").write_bytes(buf.getvalue())
-    return record
+    record = record.replace(blob=digest)
+    written = None
+    if out_path:  # the PNG first: a failed write leaves no output record behind (the blob is prunable)
+        from ..files import write_bytes_atomic
+
+        written = write_bytes_atomic(out_path / f"{record.id}.png", buf.getvalue(),
+                                     error=f"cannot write the PNG into --out {out_path}")
+    try:
+        return reg.insert(record)
+    except BaseException:
+        if written is not None:
+            written.unlink(missing_ok=True)
+        raise
 
 
 def recipe(o: Output) -> dict:

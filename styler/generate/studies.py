@@ -73,7 +73,10 @@ def run_grid(req: Request, x: tuple[str, list], y: tuple[str, list] | None, *, r
 
     from .grid import make_grid
 
+    from .service import check_out_dir
+
     reg = registry or Registry()
+    check_out_dir(out_dir)
     if req.seed is None:
         req.seed = 0
     if "scale" in (x[0], y[0] if y else None) and not req.adapters:
@@ -105,7 +108,10 @@ def run_sweep(req: Request, a: str, b: str, values=SWEEP_DEFAULT, *, registry=No
 
     from .grid import make_strip
 
+    from .service import check_out_dir
+
     reg = registry or Registry()
+    check_out_dir(out_dir)
     names = [parse_name(s).full for s, _, _ in req.adapters]
     for side in (a, b):
         if parse_name(side).full not in names:
