@@ -34,6 +34,16 @@ def new_id() -> str:
     return _encode(ms, 10) + _encode(rand, 16)
 
 
+def id_at(epoch_s: float) -> str:
+    """A ULID for something made at `epoch_s` (e.g. a file's mtime), so it sorts where it belongs."""
+    ms = max(int(epoch_s * 1000), 0)
+    return _encode(ms, 10) + _encode(int.from_bytes(os.urandom(10), "big"), 16)
+
+
+def iso_at(epoch_s: float) -> str:
+    return datetime.fromtimestamp(epoch_s, timezone.utc).isoformat(timespec="milliseconds")
+
+
 def is_id(text: str) -> bool:
     return len(text) == 26 and all(c in _ALPHABET for c in text.upper())
 

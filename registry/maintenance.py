@@ -12,6 +12,7 @@ from pathlib import Path
 from .blobs import BlobStore
 from .errors import RegistryCorrupt
 from .records import Adapter, Dataset, Output, Run
+from .storage import REBUILDABLE, table_fix, table_of
 from .store import Registry
 
 STALE_TMP_S = 3600  # temp files younger than this may belong to a running import
@@ -31,23 +32,44 @@ def referenced_blobs(reg: Registry) -> set[str]:
     return refs
 
 
-def verify(reg: Registry, *, rehash: bool = True) -> list[Problem]:
-    """Everything wrong with the registry, as a list (empty when healthy)."""
+def table_problems(reg: Registry) -> list[Problem]:
+    """Table files that are damaged (unreadable, empty) or missing. Migrations create every table's
+    file, and styler's writes are atomic, so either means the registry lost records."""
     problems: list[Problem] = []
-    tables_ok = True
-    for table, cls in reg.record_types().items():
-        with reg.locked():  # migrations create every table file, so a missing one was lost
+    for table in reg.record_types():
+        with reg.locked():
             if not reg.table_path(table).exists():
                 problems.append(Problem("missing-table", str(reg.table_path(table)),
-                                        "the table file is gone; restore it from a backup"))
-        for path in reg.segments(table):
-            try:
-                with reg.locked():
+                                        f"the table file is gone; {table_fix(table)}"))
+            for path in reg.segments(table):
+                try:
                     reg._docs(path, table)
-            except RegistryCorrupt as exc:
-                tables_ok = False
-                problems.append(Problem("corrupt-table", str(path), exc.message))
-    if not tables_ok:
+                except RegistryCorrupt as exc:
+                    problems.append(Problem("corrupt-table", str(path), exc.message))
+    return problems
+
+
+def require_healthy_tables(reg: Registry, action: str) -> None:
+    """Refuse (RegistryCorrupt, one line) to `action` while a table is damaged or missing: what the
+    records say is in use would be incomplete, and files still in use would look unused."""
+    problems = table_problems(reg)
+    if not problems:
+        return
+    tables = list(dict.fromkeys(table_of(Path(p.where)) for p in problems))
+    state = "missing" if all(p.kind == "missing-table" for p in problems) else "damaged or missing"
+    what = f"table {tables[0]} is" if len(tables) == 1 else f"tables {', '.join(tables)} are"
+    first = Path(problems[0].where)
+    shown = first.relative_to(reg.home) if reg.home in first.parents else first
+    fix = ("run `styler registry rebuild` or restore it from a backup first" if all(t in REBUILDABLE for t in tables)
+           else "restore it from a backup first, or see `styler registry verify` for what else to do")
+    raise RegistryCorrupt(f"cannot {action}: registry {what} {state} ({shown}); {fix}, "
+                          f"else {action} would remove files that lost records still use")
+
+
+def verify(reg: Registry, *, rehash: bool = True) -> list[Problem]:
+    """Everything wrong with the registry, as a list (empty when healthy)."""
+    problems = table_problems(reg)
+    if problems:  # without every record, file checks would mislead
         return problems
     blobs = BlobStore(reg.home)
     for digest, path in blobs.iter_blobs():
@@ -159,6 +181,7 @@ def plan_prune(reg: Registry, *, now: float | None = None) -> PrunePlan:
     """Unreferenced blobs, folders no record points to, and stale temp files."""
     now = time.time() if now is None else now
     plan = PrunePlan()
+    require_healthy_tables(reg, "prune")
     with reg.locked():
         refs = referenced_blobs(reg)
         for digest, path in BlobStore(reg.home).iter_blobs():
@@ -190,6 +213,7 @@ def execute_prune(reg: Registry, plan: PrunePlan) -> int:
     freed = 0
     blobs = BlobStore(reg.home)
     with reg.locked():
+        require_healthy_tables(reg, "prune")
         refs = referenced_blobs(reg)  # a record added since planning keeps its blob
         used = {os.path.normpath(reg.home / d.path) for d in reg.all(Dataset)}
         used |= {os.path.normpath(reg.home / "runs" / r.id) for r in reg.all(Run)}

@@ -14,15 +14,16 @@ def _create_layout(reg: "Registry") -> None:
 
 
 def _create_table_files(reg: "Registry") -> None:
-    # Every table has its active file, so `verify` can tell an empty table from a lost file.
+    # Every table has its active file, so `verify` can tell an empty table from a lost file. Only
+    # in a registry without table files yet: re-applied (its record moved aside), this migration
+    # must not stand an empty table in for one that was lost.
     from .records import TABLES
+    from .storage import write_json_atomic
 
+    if any(p.name.endswith(".json") and p.name.split(".", 1)[0] in TABLES for p in reg.dir.iterdir()):
+        return
     for table in TABLES:
-        active = reg.table_path(table)
-        if not active.exists():
-            from .storage import write_json_atomic
-
-            write_json_atomic(active, {table: {}})
+        write_json_atomic(reg.table_path(table), {table: {}})
 
 
 MIGRATIONS: list[tuple[str, Callable[["Registry"], None]]] = [

@@ -12,21 +12,39 @@ from tinydb.storages import Storage
 from .errors import RegistryCorrupt
 
 
+#: tables whose records `styler registry rebuild` restores from the files on disk
+REBUILDABLE = ("datasets", "adapters")
+
+
+def table_of(path: Path) -> str:
+    """The table a registry file belongs to: `datasets.json`, `datasets.0003.json` -> datasets."""
+    return Path(path).name.split(".", 1)[0]
+
+
+def table_fix(table: str) -> str:
+    """What to do about a damaged or missing table file, in words for the user."""
+    if table in REBUILDABLE:
+        return ("run `styler registry rebuild` to restore its records from the files on disk, "
+                "or restore it from a backup")
+    if table == "_migrations":
+        return "move it aside (e.g. to _migrations.json.bad): styler re-applies its migrations, which are idempotent"
+    return (f"restore it from a backup (styler cannot rebuild {table} from the files on disk), "
+            f"or start the table empty with `styler registry rebuild --empty {table}`")
+
+
 def corrupt_message(path: Path, detail: str) -> str:
-    return (
-        f"registry file {path} is corrupt ({detail}); move it aside (e.g. to {path.name}.bad) "
-        f"and restore it from a backup, then run `styler registry verify`"
-    )
+    return f"registry file {path} is corrupt ({detail}); {table_fix(table_of(path))}"
 
 
 def read_json(path: Path):
-    """Read a registry JSON file; None when it does not exist; RegistryCorrupt when unreadable."""
+    """Read a registry JSON file; None when it does not exist; RegistryCorrupt when unreadable.
+    An empty file is damage too: styler's writes are atomic and always write a whole table."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
         return None
     if not raw.strip():
-        return None
+        raise RegistryCorrupt(corrupt_message(path, "it is empty"))
     try:
         data = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:

@@ -88,8 +88,11 @@ class Registry:
         return TinyDB(path, storage=AtomicJSONStorage)
 
     def _docs(self, path: Path, table: str) -> list[dict]:
-        with self._db(path) as db:
-            docs = db.table(table).all()
+        try:
+            with self._db(path) as db:
+                docs = db.table(table).all()
+        except (AttributeError, TypeError, ValueError, KeyError):  # JSON, but not TinyDB's shape
+            raise RegistryCorrupt(corrupt_message(path, f"the {table} table is not a JSON object of records")) from None
         for doc in docs:
             if not isinstance(doc, dict) or "id" not in doc:
                 raise RegistryCorrupt(corrupt_message(path, "a record without an id"))
@@ -130,9 +133,12 @@ class Registry:
                 db.table(table).insert(record.to_dict())
         return record
 
+    def next_segment_number(self, table: str) -> int:
+        sealed = [_SEALED.match(p.name) for p in self.segments(table)]
+        return max((int(m["n"]) for m in sealed if m), default=0) + 1
+
     def _seal(self, table: str) -> None:
-        numbers = [int(_SEALED.match(p.name)["n"]) for p in self.segments(table)[:-1]]
-        nxt = max(numbers, default=0) + 1
+        nxt = self.next_segment_number(table)
         os.replace(self.table_path(table), self.dir / f"{table}.{nxt:04d}.json")
 
     def all(self, cls: type[R]) -> list[R]:

@@ -168,3 +168,52 @@ def prune(
         raise typer.Exit(1)
     freed = execute_prune(reg, plan)
     out.print(f"freed {human_bytes(freed)}")
+
+
+@app.command()
+def rebuild(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show the plan.")] = False,
+    empty: Annotated[Optional[list[str]], typer.Option("--empty", help="Start this damaged table empty (runs, outputs, scores, jobs: they cannot be rebuilt from files); its file is kept aside.", show_default=False)] = None,
+    yes: Annotated[bool, typer.Option("-y", "--yes", help="Do not ask for confirmation.")] = False,
+    as_json: Json = False,
+) -> None:
+    """Restore the records of a damaged or missing datasets/adapters table from the files on disk
+    (dataset manifests, adapter blobs' metadata). Healthy records and files are never rewritten;
+    a damaged file is moved aside to FILE.bad."""
+    from registry.rebuild import execute_rebuild, plan_rebuild
+
+    reg = registry()
+    plan = plan_rebuild(reg, empty=tuple(empty or ()))
+    if as_json and dry_run:
+        print_json({"problems": [p.__dict__ for p in plan.problems], "move_aside": plan.move_aside,
+                    "records": {t: [r.to_dict() for r in rs] for t, rs in plan.records.items()},
+                    "emptied": plan.emptied, "left": [p.__dict__ for p in plan.left], "notes": plan.notes})
+        return
+    if not plan.problems:
+        out.print("every table is healthy; nothing to rebuild")
+        return
+    for src, dest in plan.move_aside:
+        out.print(f"  move   {escape(src)} -> {escape(dest)}")
+    for table in plan.emptied:
+        out.print(f"  empty  {escape(table)} (its records are not restored)")
+    for table, records in plan.records.items():
+        for r in records:
+            where = r.path if table == "datasets" else f"blob {r.blob[:12]}…, {r.method}"
+            out.print(f"  {table[:-1]:<7} {escape(r.label)}  ({escape(where)})")
+    for note_text in plan.notes:
+        note(note_text)
+    for p in plan.left:
+        out.print(f"[red]not rebuilt[/] {escape(p.where)}: {escape(p.detail)}")
+    n = sum(len(rs) for rs in plan.records.values())
+    if plan.empty:
+        out.print("nothing rebuild can restore from the files on disk")
+        raise typer.Exit(1 if plan.left else 0)
+    out.print(f"{'would restore' if dry_run else 'restores'} {n} record(s)")
+    if dry_run:
+        return
+    if not yes and not typer.confirm("rebuild?", err=True):
+        raise typer.Exit(1)
+    added = execute_rebuild(reg, plan)
+    out.print(f"restored {sum(added.values())} record(s)")
+    if plan.left:
+        raise typer.Exit(1)

@@ -68,3 +68,92 @@ def test_prune_asks_and_can_be_declined(styler_home):
     digest = BlobStore(styler_home).put_bytes(b"keep me")
     r = CliRunner().invoke(app, ["registry", "prune"], input="n\n")
     assert r.exit_code == 1 and BlobStore(styler_home).has(digest)
+
+
+# -- a damaged registry: verify flags it, prune refuses, rebuild restores -----------------------
+
+def _two_datasets(tmp_path):
+    from tests.helpers import make_images
+
+    make_images(tmp_path / "src", 2)
+    for name in ("ns/one", "art/2024"):
+        assert run_cli("data", "add", name, tmp_path / "src").exit_code == 0
+    return sorted((d.label, d.path, d.content_hash) for d in Registry().all(Dataset))
+
+
+def test_an_empty_table_fails_verify_prune_refuses_and_rebuild_restores(styler_home, tmp_path):
+    from tests.helpers import tree
+
+    before = _two_datasets(tmp_path)
+    files = tree(styler_home / "datasets")
+    table = styler_home / "registry" / "datasets.json"
+    table.write_bytes(b"")  # `: > registry/datasets.json`
+
+    r = run_cli("registry", "verify")
+    assert r.exit_code == 1 and "datasets.json is corrupt (it is empty)" in r.stdout
+    assert "styler registry rebuild" in r.stdout and "registry ok" not in r.stdout
+    r = run_cli("registry", "prune", "-y")
+    assert r.exit_code == 1 and r.stdout == "" and r.stderr.count("\n") == 1
+    assert r.stderr.startswith("error: cannot prune: registry table datasets is damaged or missing (registry/datasets.json)")
+    assert "styler registry rebuild" in r.stderr
+    r = run_cli("data", "ls")
+    assert r.exit_code == 1 and "styler registry rebuild" in r.stderr and r.stderr.count("\n") == 1
+
+    r = run_cli("registry", "rebuild", "--dry-run")
+    assert r.exit_code == 0, r.stderr
+    assert "dataset ns/one@1" in r.stdout and "dataset art/2024@1" in r.stdout and "would restore 2 record(s)" in r.stdout
+    assert table.read_bytes() == b""
+    r = run_cli("registry", "rebuild", "-y")
+    assert r.exit_code == 0 and "restored 2 record(s)" in r.stdout, r.stderr
+    assert sorted((d.label, d.path, d.content_hash) for d in Registry().all(Dataset)) == before
+    assert (styler_home / "registry" / "datasets.json.bad").is_file()
+    assert run_cli("registry", "verify").stdout.strip() == "registry ok"
+    assert run_cli("registry", "prune", "-y").stdout.strip() == "nothing to prune"
+    assert tree(styler_home / "datasets") == files
+    assert run_cli("registry", "rebuild").stdout.strip() == "every table is healthy; nothing to rebuild"
+
+
+def test_a_moved_aside_table_makes_prune_refuse_until_rebuilt(styler_home, tmp_path):
+    before = _two_datasets(tmp_path)
+    table = styler_home / "registry" / "datasets.json"
+    table.rename(table.with_name("datasets.json.bad"))  # what the old corruption message said to do
+    r = run_cli("registry", "verify", "--json")
+    assert r.exit_code == 1
+    (p,) = json.loads(r.stdout)
+    assert p["kind"] == "missing-table" and "styler registry rebuild" in p["detail"]
+    r = run_cli("registry", "prune", "--dry-run")
+    assert r.exit_code == 1 and "cannot prune: registry table datasets is missing" in r.stderr
+    r = run_cli("registry", "rebuild", "-y")
+    assert r.exit_code == 0, r.stderr
+    assert sorted((d.label, d.path, d.content_hash) for d in Registry().all(Dataset)) == before
+    assert (styler_home / "registry" / "datasets.json.bad").is_file()  # kept as the user left it
+
+
+def test_rebuild_of_a_table_it_cannot_restore_needs_empty(styler_home):
+    Registry().count(Output)
+    jobs = styler_home / "registry" / "jobs.json"
+    jobs.write_bytes(b"{ broken")
+    r = run_cli("registry", "rebuild", "-y")
+    assert r.exit_code == 1 and "jobs" in r.stdout and "--empty jobs" in r.stdout
+    assert jobs.read_bytes() == b"{ broken"
+    r = run_cli("registry", "rebuild", "--empty", "datasets")
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1
+    r = run_cli("registry", "rebuild", "--empty", "jobs", "-y")
+    assert r.exit_code == 0, r.stderr
+    assert (styler_home / "registry" / "jobs.json.bad").read_bytes() == b"{ broken"
+    assert run_cli("registry", "verify").stdout.strip() == "registry ok"
+
+
+def test_rebuild_restores_trained_adapters_with_their_ids(styled):
+    from registry import Adapter
+
+    reg = Registry()
+    before = sorted(reg.all(Adapter), key=lambda a: a.label)
+    reg.table_path("adapters").write_bytes(b"\x00\x00")
+    r = run_cli("registry", "rebuild", "-y")
+    assert r.exit_code == 0, r.stderr
+    after = sorted(Registry().all(Adapter), key=lambda a: a.label)
+    keys = ("id", "name", "version", "method", "blob", "base", "run_id", "dataset_id", "rank", "alpha", "trigger")
+    assert [[getattr(a, k) for k in keys] for a in after] == [[getattr(a, k) for k in keys] for a in before]
+    assert [sorted(a.targets) for a in after] == [sorted(a.targets) for a in before]
+    assert run_cli("registry", "verify", "--no-rehash").stdout.strip() == "registry ok"

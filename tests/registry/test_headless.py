@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_registry_imports_nothing_heavy():
     code = (
-        "import sys, registry, registry.maintenance, registry.store, registry.blobs, registry.names; "
+        "import sys, registry, registry.maintenance, registry.rebuild, registry.store, registry.blobs, registry.names; "
         "print(','.join(m for m in ('torch', 'rich', 'textual', 'typer', 'styler', 'diffusers') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
