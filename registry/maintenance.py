@@ -16,6 +16,9 @@ from .storage import REBUILDABLE, table_fix, table_of
 from .store import Registry
 
 STALE_TMP_S = 3600  # temp files younger than this may belong to a running import
+# registry/.<table>.json.*.tmp: a table write's temp file, left when its writer was killed. Writers
+# hold the registry lock, so under the lock any is a leftover; the age is a second safeguard.
+STALE_REGISTRY_TMP_S = 600
 
 
 @dataclass(frozen=True)
@@ -38,10 +41,13 @@ def table_problems(reg: Registry) -> list[Problem]:
     problems: list[Problem] = []
     for table in reg.record_types():
         with reg.locked():
-            if not reg.table_path(table).exists():
+            segments = reg.segments(table)
+            # sealed segments without the active file is a valid state (a writer killed between
+            # sealing and its write): the next insert starts the active file
+            if not segments:
                 problems.append(Problem("missing-table", str(reg.table_path(table)),
                                         f"the table file is gone; {table_fix(table)}"))
-            for path in reg.segments(table):
+            for path in segments:
                 try:
                     reg._docs(path, table)
                 except RegistryCorrupt as exc:
@@ -177,6 +183,18 @@ def _remove_empty_parents(folder: Path, stop: Path) -> None:
         folder = folder.parent
 
 
+def leftover_temp_files(reg: Registry) -> list[tuple[str, int]]:
+    """Temp files of table writes in registry/ (`.<file>.<random>.tmp`), with their sizes."""
+    found = []
+    if reg.dir.is_dir():
+        for p in sorted(reg.dir.glob(".*.tmp")):
+            try:
+                found.append((str(p), p.stat().st_size))
+            except FileNotFoundError:  # its writer just renamed it
+                continue
+    return found
+
+
 def plan_prune(reg: Registry, *, now: float | None = None) -> PrunePlan:
     """Unreferenced blobs, folders no record points to, and stale temp files."""
     now = time.time() if now is None else now
@@ -200,6 +218,9 @@ def plan_prune(reg: Registry, *, now: float | None = None) -> PrunePlan:
             for rdir in sorted(rroot.iterdir()):
                 if rdir.is_dir() and rdir.name not in run_ids and now - rdir.stat().st_mtime > STALE_TMP_S:
                     plan.orphan_dirs.append((str(rdir), _size(rdir)))
+        for path, size in leftover_temp_files(reg):
+            if now - Path(path).stat().st_mtime > STALE_REGISTRY_TMP_S:
+                plan.temp_files.append((path, size))
         btmp = reg.home / "blobs" / "tmp"
         if btmp.is_dir():
             for f in sorted(btmp.iterdir()):

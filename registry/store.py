@@ -6,7 +6,9 @@ TinyDB over an atomic storage, and closes it. Records carry their own ULID ids.
 A table is one active file `registry/<table>.json`; once it grows past SEGMENT_BYTES it is
 sealed as `registry/<table>.<NNNN>.json` and a new active file starts. TinyDB rewrites a whole
 file on every write, so this keeps an insert's cost bounded however many outputs exist
-(benchmarks/registry_scale.py measures it against a single file per table).
+(benchmarks/registry_scale.py measures it against a single file per table). Sealing is a rename and
+the next write creates the new active file, so sealed segments without an active file is a valid
+state (a writer killed in between): the table's records are all in its segments.
 """
 
 from __future__ import annotations

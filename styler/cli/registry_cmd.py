@@ -125,9 +125,15 @@ def verify(
     as_json: Json = False,
 ) -> None:
     """Check every table file, blob and dataset folder; exit 1 when something is wrong."""
+    from registry.maintenance import leftover_temp_files
     from registry.maintenance import verify as run_verify
 
-    problems = run_verify(registry(), rehash=rehash)
+    reg = registry()
+    problems = run_verify(reg, rehash=rehash)
+    temps = leftover_temp_files(reg)
+    if temps:
+        note(f"{len(temps)} temp file(s) ({human_bytes(sum(n for _, n in temps))}) left in {reg.dir} by interrupted "
+             f"writes; `styler registry prune` removes those older than a few minutes")
     if as_json:
         print_json([p.__dict__ for p in problems])
     else:

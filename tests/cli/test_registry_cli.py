@@ -157,3 +157,20 @@ def test_rebuild_restores_trained_adapters_with_their_ids(styled):
     assert [[getattr(a, k) for k in keys] for a in after] == [[getattr(a, k) for k in keys] for a in before]
     assert [sorted(a.targets) for a in after] == [sorted(a.targets) for a in before]
     assert run_cli("registry", "verify", "--no-rehash").stdout.strip() == "registry ok"
+
+
+def test_verify_mentions_temp_files_left_by_killed_writers_and_prune_removes_them(styler_home):
+    reg = Registry()
+    reg.count(Output)
+    old = time.time() - 3600
+    for i in range(3):
+        p = reg.dir / f".outputs.json.dead{i}.tmp"
+        p.write_bytes(b"x" * 4096)
+        os.utime(p, (old, old))
+    r = run_cli("registry", "verify")
+    assert r.exit_code == 0 and r.stdout.strip() == "registry ok"
+    assert "3 temp file(s) (12.0 KiB) left in" in r.stderr and "styler registry prune" in r.stderr
+    r = run_cli("registry", "prune", "-y")
+    assert r.exit_code == 0 and r.stdout.count("  temp ") == 3 and "freed 12.0 KiB" in r.stdout
+    assert list(reg.dir.glob(".*.tmp")) == []
+    assert run_cli("registry", "verify").stderr == ""

@@ -185,3 +185,70 @@ def test_reapplied_migrations_do_not_paper_over_a_lost_table(styler_home, tmp_pa
     assert (p.kind, p.where) == ("missing-table", str(reg.table_path("datasets")))
     with pytest.raises(RegistryCorrupt, match="missing"):
         plan_prune(Registry())
+
+
+# -- killed writers: a sealed table without its active file, temp files ------------------------
+
+class _Killed(BaseException):
+    """Stands in for SIGKILL at one point of a write (nothing after it runs)."""
+
+
+def test_a_kill_between_sealing_and_writing_leaves_a_valid_table(styler_home, monkeypatch):
+    from registry import store as store_mod
+
+    reg = Registry()
+    one = len(json.dumps(Output(prompt="p00").to_dict()))
+    monkeypatch.setattr(store_mod, "SEGMENT_BYTES", one * 3)
+    made = [reg.insert(Output(prompt=f"p{i}")) for i in range(4)]
+    real_seal = Registry._seal
+
+    def seal_then_die(self, table):
+        real_seal(self, table)
+        raise _Killed()
+
+    monkeypatch.setattr(Registry, "_seal", seal_then_die)
+    with pytest.raises(_Killed):
+        reg.insert(Output(prompt="lost"))
+    monkeypatch.setattr(Registry, "_seal", real_seal)
+    assert not reg.table_path("outputs").exists() and reg.segments("outputs")
+    assert verify(reg) == []  # a sealed table waiting for its next write is healthy
+    assert [o.id for o in reg.all(Output)] == [o.id for o in made]
+    sealed = {p: p.read_bytes() for p in reg.segments("outputs")}
+    more = [reg.insert(Output(prompt=f"q{i}")) for i in range(4)]  # the next writes go on, no segment overwritten
+    assert all(p.read_bytes() == b for p, b in sealed.items())
+    assert [o.id for o in reg.all(Output)] == [o.id for o in made + more]
+    assert verify(reg) == [] and plan_prune(reg).empty
+
+
+def test_a_table_without_any_file_is_missing(styler_home):
+    reg = Registry()
+    reg.insert(Run())
+    reg.table_path("runs").unlink()
+    (p,) = verify(reg)
+    assert (p.kind, p.where) == ("missing-table", str(reg.table_path("runs")))
+    assert "restore it from a backup" in p.detail
+
+
+def _leftover(reg, name, age_s, size=1000):
+    p = reg.dir / name
+    p.write_bytes(b"x" * size)
+    t = time.time() - age_s
+    os.utime(p, (t, t))
+    return p
+
+
+def test_prune_removes_stale_registry_temp_files_and_verify_mentions_them(styler_home):
+    from registry.maintenance import leftover_temp_files
+
+    reg = Registry()
+    reg.count(Output)
+    old = [_leftover(reg, f".outputs.json.k{i}x9z_.tmp", 3600) for i in range(3)]
+    fresh = _leftover(reg, ".jobs.json.a1b2c3.tmp", 5)
+    assert verify(reg) == []  # leftovers are not damage ...
+    assert sorted(p for p, _ in leftover_temp_files(reg)) == sorted(map(str, old + [fresh]))  # ... but are listed
+    plan = plan_prune(reg)
+    assert sorted(p for p, _ in plan.temp_files) == sorted(map(str, old))  # a fresh one may be a live write's
+    assert plan.bytes == 3000
+    assert execute_prune(reg, plan) == 3000
+    assert not any(p.exists() for p in old) and fresh.exists()
+    assert reg.count(Output) == 0
