@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from .errors import NotFound, RegistryError
+from .errors import READ_ONLY_ERRNOS, NotFound, RegistryError, cannot_write
 
 CHUNK = 1 << 20
 
@@ -46,8 +46,13 @@ class BlobStore:
         return digest
 
     def _write(self, fill) -> str:
-        self.tmp.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=self.tmp)
+        try:
+            self.tmp.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=self.tmp)
+        except OSError as exc:
+            if exc.errno in READ_ONLY_ERRNOS:
+                raise cannot_write(self.tmp, exc) from None
+            raise
         h = hashlib.sha256()
         try:
             with os.fdopen(fd, "wb") as out:

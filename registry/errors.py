@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import errno
+import os
+
+#: what a read-only mount or a folder without write permission answers
+READ_ONLY_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
+
 
 class RegistryError(Exception):
     """Base class; `exit_code` follows styler's convention (1 runtime, 2 usage)."""
@@ -27,3 +33,9 @@ class RegistryCorrupt(RegistryError):
 
 class Conflict(RegistryError):
     exit_code = 1
+
+
+def cannot_write(folder: str | os.PathLike, exc: OSError) -> RegistryError:
+    """One line for a write that the file system refused, naming the folder."""
+    why = "it is read-only" if exc.errno in READ_ONLY_ERRNOS else (exc.strerror or str(exc))
+    return RegistryError(f"cannot write to {folder} ({why}); make it writable, or set STYLER_HOME to a writable folder")

@@ -40,7 +40,7 @@ def table_problems(reg: Registry) -> list[Problem]:
     file, and styler's writes are atomic, so either means the registry lost records."""
     problems: list[Problem] = []
     for table in reg.record_types():
-        with reg.locked():
+        with reg.locked(write=False):
             segments = reg.segments(table)
             # sealed segments without the active file is a valid state (a writer killed between
             # sealing and its write): the next insert starts the active file
@@ -200,7 +200,7 @@ def plan_prune(reg: Registry, *, now: float | None = None) -> PrunePlan:
     now = time.time() if now is None else now
     plan = PrunePlan()
     require_healthy_tables(reg, "prune")
-    with reg.locked():
+    with reg.locked(write=False):
         refs = referenced_blobs(reg)
         for digest, path in BlobStore(reg.home).iter_blobs():
             if digest not in refs:

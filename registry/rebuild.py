@@ -229,7 +229,7 @@ def plan_rebuild(reg: Registry, *, empty: tuple[str, ...] | list[str] = ()) -> R
         return plan
 
     home = reg.home
-    with reg.locked():
+    with reg.locked(write=False):
         blobs = _adapter_blobs(home, plan.notes)
         runs = _readable_docs(reg, Run.TABLE)
         outputs = _readable_docs(reg, Output.TABLE)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tinydb.storages import Storage
 
-from .errors import RegistryCorrupt
+from .errors import READ_ONLY_ERRNOS, RegistryCorrupt, cannot_write
 
 
 #: tables whose records `styler registry rebuild` restores from the files on disk
@@ -58,8 +58,13 @@ def read_json(path: Path):
 
 def write_json_atomic(path: Path, data) -> None:
     """Write JSON to a temp file beside `path`, fsync it, and rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        if exc.errno in READ_ONLY_ERRNOS:
+            raise cannot_write(path.parent, exc) from None
+        raise
     try:
         # json.dumps (one shot) uses the C encoder; json.dump to a file would use the Python one
         text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))

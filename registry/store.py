@@ -13,8 +13,10 @@ state (a writer killed in between): the table's records are all in its segments.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, TypeVar
@@ -22,7 +24,7 @@ from typing import Any, Iterator, TypeVar
 from filelock import FileLock, Timeout
 from tinydb import Query, TinyDB
 
-from .errors import Conflict, NotFound, RegistryCorrupt, RegistryError
+from .errors import READ_ONLY_ERRNOS, Conflict, NotFound, RegistryCorrupt, RegistryError, cannot_write
 from .home import styler_home
 from .ids import now_iso
 from .migrations import MIGRATIONS
@@ -45,22 +47,46 @@ class Registry:
         self.dir = self.home / "registry"
         self._lock = FileLock(str(self.home / ".locks" / "registry.lock"), timeout=LOCK_TIMEOUT_S)
         self._migrated = False
+        self._local = threading.local()
 
     # -- locking and files -------------------------------------------------------------------
     @contextmanager
-    def locked(self) -> Iterator["Registry"]:
-        """Hold the registry lock (re-entrant in this thread); migrations run on first use."""
+    def locked(self, *, write: bool = True) -> Iterator["Registry"]:
+        """Hold the registry lock (re-entrant in this thread); migrations run on first use.
+
+        `write=False` (reads): when the lock file cannot be created because the home is read-only
+        (a read-only mount, a folder without write permission), read without it: every file is
+        replaced atomically, so each one read is whole (a listing of segments may miss a write
+        that happens meanwhile, which on a read-only home nobody can make). A write in a
+        read-only home fails with one line naming the folder."""
+        if getattr(self._local, "unlocked", False):  # inside a lock-free read
+            if write:
+                raise cannot_write(self.home, OSError(errno.EROFS, "read-only"))
+            yield self
+            return
+        refused = None
         try:
             (self.home / ".locks").mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise RegistryError(f"cannot create the styler home {self.home}: {exc.strerror}; set STYLER_HOME to a writable folder") from None
-        try:
             self._lock.acquire()
         except Timeout:
             raise RegistryError(
                 f"the registry is locked by another styler process for over {LOCK_TIMEOUT_S:.0f}s "
                 f"({self._lock.lock_file}); wait for it to finish and try again"
             ) from None
+        except OSError as exc:
+            if exc.errno not in READ_ONLY_ERRNOS:
+                raise RegistryError(f"cannot use the registry lock {self._lock.lock_file} ({exc.strerror or exc}); "
+                                    f"set STYLER_HOME to a writable folder") from None
+            if write:
+                raise cannot_write(self.home, exc) from None
+            refused = exc
+        if refused is not None:
+            self._local.unlocked = True
+            try:
+                yield self
+            finally:
+                self._local.unlocked = False
+            return
         try:
             if not self._migrated:
                 self._migrate()
@@ -104,7 +130,10 @@ class Registry:
     def _migrate(self) -> None:
         self._migrated = True  # set first: migrations use the registry themselves
         path = self.dir / "_migrations.json"
-        self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise cannot_write(self.home, exc) from None
         with self._db(path) as db:
             applied = {d["name"] for d in db.table("migrations").all()}
         for name, fn in MIGRATIONS:
@@ -115,7 +144,7 @@ class Registry:
                 db.table("migrations").insert({"name": name, "applied_at": now_iso()})
 
     def applied_migrations(self) -> list[str]:
-        with self.locked():
+        with self.locked(write=False):
             with self._db(self.dir / "_migrations.json") as db:
                 return [d["name"] for d in db.table("migrations").all()]
 
@@ -145,7 +174,7 @@ class Registry:
 
     def all(self, cls: type[R]) -> list[R]:
         """Every record of a type, oldest first."""
-        with self.locked():
+        with self.locked(write=False):
             docs = [d for p in self.segments(cls.TABLE) for d in self._docs(p, cls.TABLE)]
         docs.sort(key=lambda d: d["id"])
         return [cls.from_dict(d) for d in docs]
@@ -154,7 +183,7 @@ class Registry:
         return [r for r in self.all(cls) if all(getattr(r, k) == v for k, v in equals.items())]
 
     def get(self, cls: type[R], record_id: str) -> R:
-        with self.locked():
+        with self.locked(write=False):
             for path in reversed(self.segments(cls.TABLE)):
                 with self._db(path) as db:
                     doc = db.table(cls.TABLE).get(Query().id == record_id)
@@ -184,7 +213,7 @@ class Registry:
         raise NotFound(f"no {cls.TABLE[:-1]} with id {record_id}")
 
     def count(self, cls: type[R]) -> int:
-        with self.locked():
+        with self.locked(write=False):
             total = 0
             for path in self.segments(cls.TABLE):
                 with self._db(path) as db:
