@@ -21,9 +21,12 @@ from ..errors import InputError, UsageError
 METRICS = {
     "clip_t": "prompt adherence: 100·max(cos(image, prompt), 0), CLIP score (higher is better)",
     "style_sim": "mean CLIP cosine between generated and reference-style images (higher is better)",
-    "fid": "Fréchet distance between generated and reference CLIP embeddings (lower is better)",
-    "kid": "kernel (polynomial MMD) distance on CLIP embeddings, subset mean (lower is better)",
-    "cmmd": "CLIP MMD² with a Gaussian kernel, σ=10, ×1000 (Jayasumana et al. 2024; lower is better)",
+    "fid": "Fréchet distance between generated and reference CLIP embeddings (lower is better); needs more "
+           "images per side than the embedding has dimensions (769 for ViT-L/14, 33 for tiny)",
+    "kid": "kernel (polynomial MMD) distance on CLIP embeddings, mean over subsets of half the images (lower is "
+           "better); needs ≥ 10 images per side",
+    "cmmd": "CLIP MMD² with a Gaussian kernel, σ=10, ×1000, the reference (biased) estimator (Jayasumana et al. "
+            "2024; lower is better); needs ≥ 2 images per side",
     "content_sim": "CLIP cosine between each content image and its styled output (higher keeps more content)",
     "ssim": "structural similarity between content image and output, pixels in [0, 1] (higher keeps more structure)",
     "style_strength": "(1 − content_sim of output) / (1 − content_sim of plain baseline): >1 moved further from the content",
@@ -35,6 +38,21 @@ MIN_SAMPLES = {"fid": 2, "kid": 2, "cmmd": 2}
 # Below these the numbers are mostly sampling noise (FID is also strongly biased upwards at small
 # n, and its covariance is singular while n ≤ the embedding dimension).
 COMFORTABLE_SAMPLES = {"fid": 50, "kid": 50, "cmmd": 50}
+# What `styler eval` refuses to store below (per side, before rendering anything): fid needs a
+# full-rank covariance (n > D, the embedding dimension); kid needs subsets smaller than the set so
+# its spread means something (subsets of n // 2, at least 5 per subset); cmmd is sample-efficient
+# (the paper's point) and only needs pairs.
+KID_MIN_SUBSET = 5
+
+
+def eval_minimum(metric: str, dim: int) -> int:
+    """The fewest images per side `styler eval` scores `metric` from, for D = `dim` embeddings."""
+    return {"fid": dim + 1, "kid": 2 * KID_MIN_SUBSET, "cmmd": 2}.get(metric, 1)
+
+
+def eval_kid_subset(n: int) -> int:
+    """kid's subset size in `styler eval`: half the smaller set (at most 1000), so subsets differ."""
+    return max(KID_MIN_SUBSET, min(1000, n // 2))
 
 
 def parse_metrics(text: str) -> list[str]:
@@ -198,15 +216,15 @@ def kid(a, b, subset_size: int | None = None, subsets: int = 100, seed: int = 0)
     return float(m), float(s)
 
 
-def cmmd(a, b, sigma: float = 10.0, scale: float = 1000.0, unbiased: bool = True) -> float:
+def cmmd(a, b, sigma: float = 10.0, scale: float = 1000.0, unbiased: bool = False) -> float:
     """CMMD (Jayasumana et al. 2024): squared MMD between CLIP embedding sets with the Gaussian
     RBF kernel k(x, y) = exp(−‖x − y‖² / (2σ²)), σ = 10, times `scale` = 1000. Rows are
     L2-normalised first (the paper uses normalised CLIP embeddings; σ = 10 assumes them).
 
-    unbiased=True is the paper's estimator: mean k over x-pairs i ≠ j + mean k over y-pairs i ≠ j
-    − 2·mean k over all x–y pairs. It can dip slightly below 0 when the sets match; for a set
-    against itself it is −2(1 − mean off-diagonal k)/n, not 0. unbiased=False keeps the diagonal
-    in the within-set means (what the authors' reference code computes; exactly 0 for X = X)."""
+    The default (unbiased=False) is what the authors' reference code computes, so numbers compare
+    with published ones: the within-set means keep the diagonal, and X against itself is exactly 0.
+    unbiased=True averages within-set pairs over i ≠ j only; it can dip slightly below 0 when the
+    sets match (for a set against itself it is −2(1 − mean off-diagonal k)/n)."""
     import torch
 
     a, b = _pair(a, b, "cmmd")

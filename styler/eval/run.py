@@ -258,6 +258,31 @@ def output_images(outputs: list[Output], reg: Registry):
     return images
 
 
+def _fitting_metrics(chosen: list[str], n: int, n_ref: int, dim: int, explicit: bool, warn) -> list[str]:
+    """The metrics whose minimum sample size n (generated) and n_ref (reference) meet; asked-for
+    ones below it are refused, default ones skipped with one warning, before anything renders.
+    Those kept but below their comfortable size get one caution each."""
+    from . import metrics as M
+
+    kept, skipped = [], []
+    for m in chosen:
+        need = M.eval_minimum(m, dim)
+        if min(n, n_ref) >= need:
+            kept.append(m)
+            note = M.small_sample_warning(m, min(n, n_ref), dim if m == "fid" else None)
+            if note:
+                warn(note)
+            continue
+        side = f"--n {n}" if n < need else f"the reference set's {n_ref} images"
+        if explicit:
+            raise UsageError(f"{m} needs at least {need} images per side, {side} is fewer; "
+                             + ("raise --n" if n < need else "use a larger --against dataset"))
+        skipped.append(f"{m} (needs {need})")
+    if skipped:
+        warn(f"skipped {', '.join(skipped)}: too few images per side (--n {n}, reference {n_ref}); see `styler eval --help`")
+    return kept
+
+
 def dataset_images(label: str, reg: Registry):
     from ..train.data import load_items
 
@@ -320,7 +345,9 @@ def evaluate(text: str, *, prompts_file=None, n: int = 8, seed: int = 0, metrics
     if ref_label and DATASET_METRICS & set(chosen):
         d, ref_paths = dataset_images(ref_label, reg)
         protocol["against"] = {"name": d.label, "id": d.id, "content_hash": d.content_hash, "n": len(ref_paths)}
-        ref_emb = features.image_embeddings(ref_paths)
+        chosen = _fitting_metrics(chosen, n, len(ref_paths), features.model.config.projection_dim, explicit, warn)
+        if DATASET_METRICS & set(chosen):
+            ref_emb = features.image_embeddings(ref_paths)
     results = {}
     # a baseline is only comparable with subjects scored against the same reference dataset
     baseline = Subject("baseline", f"baseline vs {protocol['against']['name']}" if "against" in protocol else "baseline")
@@ -337,18 +364,9 @@ def evaluate(text: str, *, prompts_file=None, n: int = 8, seed: int = 0, metrics
             elif m == "style_sim":
                 values[m] = M.style_sim(emb, ref_emb)
             elif m in ("fid", "kid", "cmmd"):
-                try:
-                    M.check_samples(m, len(outs), ref_emb.shape[0])
-                except UsageError:
-                    if explicit:
-                        raise
-                    warn(f"{m} skipped: it needs more images than --n {n} (see `styler eval --help`)")
-                    continue
-                note = M.small_sample_warning(m, min(len(outs), ref_emb.shape[0]))
-                if note and subj.kind != "baseline":
-                    warn(note)
+                kid_subset = M.eval_kid_subset(min(len(outs), ref_emb.shape[0]))
                 values[m] = {"fid": lambda: M.fid(emb, ref_emb), "cmmd": lambda: M.cmmd(emb, ref_emb),
-                             "kid": lambda: M.kid(emb, ref_emb)[0]}[m]()
+                             "kid": lambda: M.kid(emb, ref_emb, subset_size=kid_subset)[0]}[m]()
         for m, v in values.items():
             reg.insert(Score(metric=m, value=float(v), subject=subj.as_dict(), output_ids=[o.id for o in outs],
                              protocol=protocol))

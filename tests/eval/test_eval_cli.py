@@ -150,3 +150,22 @@ def test_nan_features_are_refused(styled, monkeypatch):
     monkeypatch.setattr(features.ClipFeatures, "image_embeddings", broken)
     r = run_cli("eval", "anime", *QUICK, "--n", "2")
     assert r.exit_code != 0 and "NaN" in r.stderr
+
+
+def test_metric_minimums_are_checked_before_anything_renders(styled):
+    from registry import Output
+
+    # fid needs more images per side than the tiny CLIP's 32 dimensions: refused, nothing rendered
+    r = run_cli("eval", "anime", *QUICK, "--metrics", "fid,clip_t", "--n", "8")
+    assert r.exit_code == 2, r.stderr
+    assert "fid needs at least 33 images per side, --n 8 is fewer; raise --n" in r.stderr
+    assert Registry().count(Output) == 0 and Registry().count(Score) == 0
+    # by default, the ones that do not fit are skipped with one warning, before rendering
+    r = run_cli("eval", "anime", *QUICK, "--n", "3", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert r.stderr.count("skipped fid (needs 33), kid (needs 10)") == 1
+    assert r.stderr.count("cmmd from only 3 images") == 1  # each caution once, not per subject or metric
+    scores = json.loads(r.stdout)
+    assert set(next(iter(scores["scores"].values()))) == {"clip_t", "style_sim", "cmmd"}
+    assert scores["protocol"]["n"] == 3 and scores["protocol"]["against"]["n"] == 4
+    assert all(s.protocol["n"] == 3 for s in Registry().all(Score))

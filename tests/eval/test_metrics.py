@@ -41,18 +41,20 @@ def test_kid_near_zero_for_same_distribution_and_deterministic():
 
 def test_cmmd_near_zero_for_same_distribution():
     a, a2, far = _unit(40, 16, seed=0), _unit(40, 16, seed=1), _unit(40, 16, seed=2, shift=2.0)
-    assert M.cmmd(a, a, unbiased=False) == pytest.approx(0.0, abs=1e-9)
+    assert M.cmmd(a, a) == pytest.approx(0.0, abs=1e-9)  # the reference estimator: exactly 0 for X = X
+    assert M.cmmd(a, a, unbiased=True) < 0
     assert abs(M.cmmd(a, a2)) < 0.5 < M.cmmd(a, far)
     # scale-free in the input norm: rows are normalised first
     assert M.cmmd(a * 3, far) == pytest.approx(M.cmmd(a, far))
-    # by hand: unbiased MMD² with exp(-|x-y|²/200) on 2 + 2 points
+    # by hand: MMD² with exp(-|x-y|²/200) on 2 + 2 points, biased (default) and unbiased
     import torch
 
     x = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     y = torch.tensor([[-1.0, 0.0], [0.0, -1.0]])
     kxx = kyy = math.exp(-2 / 200)
     kxy = (2 * math.exp(-4 / 200) + 2 * math.exp(-2 / 200)) / 4
-    assert M.cmmd(x, y) == pytest.approx(1000 * (kxx + kyy - 2 * kxy))
+    assert M.cmmd(x, y, unbiased=True) == pytest.approx(1000 * (kxx + kyy - 2 * kxy))
+    assert M.cmmd(x, y) == pytest.approx(1000 * ((1 + kxx) / 2 + (1 + kyy) / 2 - 2 * kxy))
 
 
 def test_sample_checks():
