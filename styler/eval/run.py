@@ -335,6 +335,10 @@ def evaluate(text: str, *, prompts_file=None, n: int = 8, seed: int = 0, metrics
     session = Session.open(base, placement)
     side = size or (64 if session.base.kind == "tiny" else 512)
     settings = {"steps": steps, "guidance": guidance, "width": side, "height": side, "scheduler": "ddim"}
+    from ..generate.service import check_size
+
+    check_size(Request(prompt="-", **settings), session.pipe)
+    Request(prompt="-", **settings).validate()
     features = ClipFeatures.open(clip_ref, placement=placement)
     ref_emb = None
     protocol = {"clip": {"name": clip_ref.name, "hash": clip_ref.hash, "meaningful": clip_ref.meaningful,

@@ -5,6 +5,7 @@ and civitai read."""
 from __future__ import annotations
 
 import io
+import math
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,6 +17,21 @@ from ..errors import InputError, UsageError
 from .engine import AdapterChoice, Session, check_seed
 
 MAX_TOKENS = 77
+MAX_STEPS = 1000
+MAX_SIZE_FACTOR = 4  # sides beyond 4× the base's native size break down and can exhaust memory
+
+
+def native_size(pipe) -> int:
+    """The side the base was trained at: the UNet's sample size times the VAE's downsampling."""
+    factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+    return int(pipe.unet.config.sample_size) * factor
+
+
+def check_size(req: "Request", pipe) -> None:
+    limit = MAX_SIZE_FACTOR * native_size(pipe)
+    if max(req.width, req.height) > limit:
+        raise UsageError(f"--size {req.width}x{req.height} is beyond what this base supports (at most {limit} per side, "
+                         f"{MAX_SIZE_FACTOR}× its native {native_size(pipe)}); render smaller and upscale")
 
 
 @dataclass
@@ -46,6 +62,10 @@ class Request:
             raise UsageError(f"--batch {self.batch}: render at least one image per pass (--batch 1)")
         if self.steps < 1:
             raise UsageError(f"--steps {self.steps} must be >= 1 (20–50 is usual)")
+        if self.steps > MAX_STEPS:
+            raise UsageError(f"--steps {self.steps} is more than the {MAX_STEPS} the schedules are trained with")
+        if not math.isfinite(self.guidance):
+            raise UsageError(f"--guidance {self.guidance} must be a finite number (7.5 is usual; 1 turns CFG off)")
         if self.width % 8 or self.height % 8 or self.width < 8 or self.height < 8:
             raise UsageError(f"--size {self.width}x{self.height}: both sides must be multiples of 8 (e.g. 512x512)")
         if not 0 < self.strength <= 1:
@@ -148,6 +168,7 @@ def generate(req: Request, *, registry: Registry | None = None, session: Session
         req.kind = "inpaint" if mask is not None else "img2img"
         req.width, req.height = image.size
     session = session or Session.open(req.extra.get("base"), placement)
+    check_size(req, session.pipe)
     cut = prompt_cut(session.pipe, req.prompt)
     if cut:
         warn(f"the prompt is longer than {MAX_TOKENS} tokens; this part is cut: {cut!r}")

@@ -75,3 +75,14 @@ def test_regen_names_missing_recipe_fields_and_another_base(styled, tmp_path):
     assert r.exit_code == 2 and one_line(r)
     assert "the image was made with base 'tiny' (sha256 000000000000…), but the base here is 'tiny'" in r.stderr
     assert len(Registry().all(Output)) == 1
+
+
+def test_out_of_bounds_settings_are_refused(styled):
+    for args, fragment in ((["--guidance", "nan"], "--guidance nan must be a finite number"),
+                           (["--guidance", "inf"], "--guidance inf must be a finite number"),
+                           (["--steps", "5000"], "--steps 5000 is more than the 1000"),
+                           (["--size", "1024"], "--size 1024x1024 is beyond what this base supports (at most 256 per side")):
+        r = run_cli("generate", "a cat", "--seed", "1", *(["--steps", "2"] if "--steps" not in args else []), *args)
+        assert r.exit_code == 2 and one_line(r), (args, r.stderr)
+        assert fragment in r.stderr, r.stderr
+    assert Registry().all(Output) == []
