@@ -9,6 +9,15 @@ perhaps claimed by another worker); the worker must then stop and write nothing 
       ^                 │ ├──fail──────> failed ──retry──> queued
       │                 │ └─finish(status="cancelled") ─> cancelled ──retry──> queued
       └─release/stale───┘
+
+Timing: a worker stamps its job every `heartbeat_s` (DEFAULT_HEARTBEAT_S); another worker requeues
+a job whose last stamp is older than `stale_after_s` (DEFAULT_STALE_AFTER_S). A stamp waits at most
+the registry's LOCK_TIMEOUT_S for the lock, and a failed one is retried at the next beat, so
+stale_after_s should be at least heartbeat_s + LOCK_TIMEOUT_S + heartbeat_s + STALE_MARGIN_S
+(5 + 20 + 5 + 15 = 45 <= 60 by default). The two settings are independent: changing the lock timeout
+does not change when jobs go stale. `recover_stale` also measures a heartbeat's age from the moment
+it asked for the lock, so time spent waiting behind a long critical section (when no heartbeat
+could be written either) never counts against a job.
 """
 
 from __future__ import annotations
@@ -27,6 +36,17 @@ from .records import Job
 from .store import Registry
 
 STATUSES = ("queued", "running", "done", "failed", "cancelled")
+DEFAULT_HEARTBEAT_S = 5.0
+DEFAULT_STALE_AFTER_S = 60.0
+STALE_MARGIN_S = 15.0
+
+
+def min_stale_after(heartbeat_s: float) -> float:
+    """The shortest stale-after time that never requeues a live job whose heartbeat waited the whole
+    lock timeout and then missed a beat."""
+    from .store import LOCK_TIMEOUT_S
+
+    return 2 * heartbeat_s + LOCK_TIMEOUT_S + STALE_MARGIN_S
 
 
 class LostClaim(RegistryError):
@@ -159,8 +179,8 @@ def recover_stale(reg: Registry, *, stale_after_s: float, max_attempts: int = 3,
     back to the queue, or to failed once they were tried `max_attempts` times, or to cancelled if a
     cancel was requested. Returns the changed jobs."""
     changed = []
+    now = time.time() if now is None else now  # before the wait for the lock: see the module docstring
     with reg.locked():
-        now = time.time() if now is None else now
         for job in reg.find(Job, status="running"):
             age = now - _iso_to_epoch(job.heartbeat_at or job.claimed_at)
             if age <= stale_after_s:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .blobs import BlobStore
 from .errors import RegistryCorrupt
+from .ids import new_id
 from .records import Adapter, Dataset, Output, Run
 from .storage import REBUILDABLE, table_fix, table_of
 from .store import Registry
@@ -19,6 +20,7 @@ STALE_TMP_S = 3600  # temp files younger than this may belong to a running impor
 # registry/.<table>.json.*.tmp: a table write's temp file, left when its writer was killed. Writers
 # hold the registry lock, so under the lock any is a leftover; the age is a second safeguard.
 STALE_REGISTRY_TMP_S = 600
+TRASH = ".trash"  # prune moves folders here under the lock, then deletes them after it
 
 
 @dataclass(frozen=True)
@@ -196,55 +198,67 @@ def leftover_temp_files(reg: Registry) -> list[tuple[str, int]]:
 
 
 def plan_prune(reg: Registry, *, now: float | None = None) -> PrunePlan:
-    """Unreferenced blobs, folders no record points to, and stale temp files."""
+    """Unreferenced blobs, folders no record points to, and stale temp files. The records are read
+    under the lock; the walk over files and their sizes happens outside it (execute re-checks)."""
     now = time.time() if now is None else now
     plan = PrunePlan()
     require_healthy_tables(reg, "prune")
     with reg.locked(write=False):
         refs = referenced_blobs(reg)
-        for digest, path in BlobStore(reg.home).iter_blobs():
-            if digest not in refs:
-                plan.blobs.append((digest, path.stat().st_size))
-        droot = reg.home / "datasets"
-        if droot.is_dir():
-            for vdir in orphan_dataset_dirs(droot, [reg.home / d.path for d in reg.all(Dataset)]):
-                plan.orphan_dirs.append((str(vdir), _size(vdir)))
-            for tmp in sorted(droot.glob(".tmp-*")):
-                if now - tmp.stat().st_mtime > STALE_TMP_S:
-                    plan.temp_files.append((str(tmp), _size(tmp)))
+        dataset_paths = [reg.home / d.path for d in reg.all(Dataset)]
         run_ids = {r.id for r in reg.all(Run)}
-        rroot = reg.home / "runs"
-        if rroot.is_dir():
-            for rdir in sorted(rroot.iterdir()):
-                if rdir.is_dir() and rdir.name not in run_ids and now - rdir.stat().st_mtime > STALE_TMP_S:
-                    plan.orphan_dirs.append((str(rdir), _size(rdir)))
-        for path, size in leftover_temp_files(reg):
-            if now - Path(path).stat().st_mtime > STALE_REGISTRY_TMP_S:
-                plan.temp_files.append((path, size))
-        btmp = reg.home / "blobs" / "tmp"
-        if btmp.is_dir():
-            for f in sorted(btmp.iterdir()):
-                if now - f.stat().st_mtime > STALE_TMP_S:
+    for digest, path in BlobStore(reg.home).iter_blobs():
+        if digest not in refs:
+            plan.blobs.append((digest, path.stat().st_size))
+    droot = reg.home / "datasets"
+    if droot.is_dir():
+        for vdir in orphan_dataset_dirs(droot, dataset_paths):
+            plan.orphan_dirs.append((str(vdir), _size(vdir)))
+        for tmp in sorted(droot.glob(".tmp-*")):
+            if now - tmp.stat().st_mtime > STALE_TMP_S:
+                plan.temp_files.append((str(tmp), _size(tmp)))
+    rroot = reg.home / "runs"
+    if rroot.is_dir():
+        for rdir in sorted(rroot.iterdir()):
+            if rdir.is_dir() and rdir.name not in run_ids and now - rdir.stat().st_mtime > STALE_TMP_S:
+                plan.orphan_dirs.append((str(rdir), _size(rdir)))
+    for path, size in leftover_temp_files(reg):
+        if now - Path(path).stat().st_mtime > STALE_REGISTRY_TMP_S:
+            plan.temp_files.append((path, size))
+    for root in (reg.home / "blobs" / "tmp", reg.home / TRASH):
+        if root.is_dir():  # blob writes in progress; folders a killed prune had moved aside
+            for f in sorted(root.iterdir()):
+                if now - f.stat().st_mtime > (STALE_TMP_S if root.name == "tmp" else STALE_REGISTRY_TMP_S):
                     plan.temp_files.append((str(f), _size(f)))
     return plan
 
 
 def execute_prune(reg: Registry, plan: PrunePlan) -> int:
-    """Carry out a plan under the lock, re-checking each blob is still unreferenced."""
+    """Carry out a plan. Under the lock: re-check that each blob and folder is still unused, then
+    unlink the blobs and temp files and move the folders into `.trash/` (a rename); after it, delete
+    what was moved (the slow part), so the lock is never held for a folder's worth of deletes."""
     freed = 0
     blobs = BlobStore(reg.home)
+    droot = reg.home / "datasets"
+    trash = reg.home / TRASH / new_id()
+    moved: list[Path] = []
     with reg.locked():
         require_healthy_tables(reg, "prune")
         refs = referenced_blobs(reg)  # a record added since planning keeps its blob
         used = {os.path.normpath(reg.home / d.path) for d in reg.all(Dataset)}
         used |= {os.path.normpath(reg.home / "runs" / r.id) for r in reg.all(Run)}
-        droot = reg.home / "datasets"
         for path, size in plan.orphan_dirs + plan.temp_files:
             p = Path(path)
             if os.path.normpath(p) in used:  # registered since planning
                 continue
             if p.is_dir():
-                shutil.rmtree(p, ignore_errors=True)
+                trash.mkdir(parents=True, exist_ok=True)
+                target = trash / str(len(moved))
+                try:
+                    os.replace(p, target)
+                    moved.append(target)
+                except OSError:  # another file system (a linked folder): delete it here
+                    shutil.rmtree(p, ignore_errors=True)
                 if droot in p.parents:
                     _remove_empty_parents(p.parent, droot)
             elif p.exists():
@@ -258,4 +272,8 @@ def execute_prune(reg: Registry, plan: PrunePlan) -> int:
                 os.chmod(p, 0o644)
                 os.unlink(p)
                 freed += size
+    for target in moved:
+        shutil.rmtree(target, ignore_errors=True)
+    if trash.is_dir():
+        shutil.rmtree(trash, ignore_errors=True)
     return freed

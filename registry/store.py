@@ -19,7 +19,7 @@ import re
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 from filelock import FileLock, Timeout
 from tinydb import Query, TinyDB
@@ -35,7 +35,11 @@ from .storage import AtomicJSONStorage, corrupt_message
 R = TypeVar("R", bound=Record)
 
 SEGMENT_BYTES = 256 * 1024  # ~600 output records; an insert rewrites at most this much
-LOCK_TIMEOUT_S = 60.0
+# How long an operation waits for the lock before giving up with a one-line error. Critical sections
+# only read and commit records (heavy I/O happens outside the lock), so waits are short; and it
+# must stay well under a worker's stale-after time (registry/jobs.py: DEFAULT_STALE_AFTER_S), or a
+# heartbeat stuck behind a busy lock could let another worker requeue a live job.
+LOCK_TIMEOUT_S = 20.0
 _SEALED = re.compile(r"^(?P<table>[a-z_]+)\.(?P<n>\d{4,})\.json$")
 
 
@@ -163,6 +167,24 @@ class Registry:
             with self._db(active) as db:
                 db.table(table).insert(record.to_dict())
         return record
+
+    def insert_next_version(self, cls: type[R], name: str, build: Callable[[int], R], *, attempts: int = 5) -> R:
+        """Register the next version of `name` without holding the lock for heavy I/O: `build(version)`
+        runs outside the lock (write the file, store and hash the blob) and returns the record,
+        which is inserted under the lock if that version is still free; if another process took it
+        meanwhile, `build` runs again with the next one (an unused blob is left for prune)."""
+        version = self.next_version(cls, name)
+        for _ in range(attempts):
+            record = build(version)
+            if (record.name, record.version) != (name, version):
+                raise ValueError(f"build({version}) made {record.label}, not {name}@{version}")
+            with self.locked():
+                latest = self.next_version(cls, name)
+                if latest == version:
+                    return self.insert(record)
+            version = latest
+        raise Conflict(f"{name}: another process registered a new version {attempts} times while this one was "
+                       f"writing; try again")
 
     def next_segment_number(self, table: str) -> int:
         sealed = [_SEALED.match(p.name) for p in self.segments(table)]

@@ -42,12 +42,20 @@ def _one_line(exc: BaseException) -> str:
 
 
 class _Heartbeat(threading.Thread):
-    """Stamps the job every `every` seconds; sets `lost` if the job stopped being ours."""
+    """Stamps the job every `every` seconds; sets `lost` if the job stopped being ours. A failed
+    stamp (a busy lock, a full disk) is retried at the next beat; after FAIL_LOG_AFTER failures in a
+    row it logs one line (staleness decides whether another worker takes the job), and one more
+    when stamping works again."""
 
-    def __init__(self, home, job_id: str, worker_id: str, every: float):
+    FAIL_LOG_AFTER = 3
+
+    def __init__(self, home, job_id: str, worker_id: str, every: float, log=None):
         super().__init__(daemon=True, name=f"heartbeat {job_id}")
         self.reg, self.job_id, self.worker_id, self.every = Registry(home), job_id, worker_id, every
         self.done, self.lost = threading.Event(), threading.Event()
+        self.log = log or (lambda message: None)
+        self.failures = 0  # in a row
+        self.failed_total = 0
 
     def run(self) -> None:
         while not self.done.wait(self.every):
@@ -56,8 +64,16 @@ class _Heartbeat(threading.Thread):
             except Q.LostClaim:
                 self.lost.set()
                 return
-            except Exception:  # a slow lock or a full disk: try again next beat; staleness decides
-                pass
+            except Exception as exc:  # try again next beat; staleness decides
+                self.failures += 1
+                self.failed_total += 1
+                if self.failures == self.FAIL_LOG_AFTER:
+                    self.log(f"job {self.job_id}: warning: heartbeat failed {self.failures} times in a row "
+                             f"({_one_line(exc)}); still trying every {self.every:g}s")
+                continue
+            if self.failures >= self.FAIL_LOG_AFTER:
+                self.log(f"job {self.job_id}: heartbeat works again after {self.failures} failure(s)")
+            self.failures = 0
 
 
 class _Worker:
@@ -96,7 +112,7 @@ class _Worker:
     # -- one job -------------------------------------------------------------------------------
     def run(self, job: Job) -> None:
         self.log(f"job {job.id} ({job.kind}): started, attempt {job.attempts}")
-        beat = _Heartbeat(self.reg.home, job.id, self.id, self.heartbeat_s)
+        beat = _Heartbeat(self.reg.home, job.id, self.id, self.heartbeat_s, log=self.log)
         beat.start()
         try:
             if job.kind == "generate":
@@ -212,7 +228,7 @@ def request_from_payload(payload: dict, *, native: int = 512):
 
 
 def run_worker(*, once: bool = False, device: str | None = None, dtype: str | None = None, batch: int = 1,
-               poll_s: float = 1.0, stale_after_s: float = 60.0, heartbeat_s: float = 5.0,
+               poll_s: float = 1.0, stale_after_s: float = Q.DEFAULT_STALE_AFTER_S, heartbeat_s: float = Q.DEFAULT_HEARTBEAT_S,
                stop_event: threading.Event | None = None, registry: Registry | None = None, log=print) -> int:
     """Run queued jobs until stopped (or, with `once`, at most one); returns the exit code (0)."""
     from .device import resolve_placement
@@ -232,6 +248,10 @@ def run_worker(*, once: bool = False, device: str | None = None, dtype: str | No
     if threading.current_thread() is threading.main_thread():
         previous = {s: signal.signal(s, worker.on_signal) for s in handled}
     log(f"worker {worker.id} ready on {placement.label}; waiting for jobs" + ("" if once else " (Ctrl-C to stop)"))
+    if stale_after_s < Q.min_stale_after(heartbeat_s):
+        log(f"warning: --stale-after {stale_after_s:g}s is under {Q.min_stale_after(heartbeat_s):g}s (two heartbeats of "
+            f"{heartbeat_s:g}s, the registry lock timeout and a margin): a live job whose heartbeat waits on a busy "
+            f"registry could be requeued")
     try:
         while not stop.is_set():
             for job in Q.recover_stale(worker.reg, stale_after_s=stale_after_s):

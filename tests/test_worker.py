@@ -319,3 +319,36 @@ def test_python_m_styler_runs_the_cli():
     r = subprocess.run([sys.executable, "-m", "styler", "jobs", "ls", "--json"], cwd=ROOT, capture_output=True, text=True,
                        env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert (r.returncode, json.loads(r.stdout)) == (0, [])
+
+
+def test_heartbeat_failures_are_counted_and_logged_once_per_streak(styler_home, monkeypatch):
+    from registry import RegistryError
+
+    from styler import worker as W
+
+    reg = Registry()
+    job = Q.enqueue(reg, "generate", _payload(n=1))
+    Q.claim(reg, "w1")
+    fails = {"left": 5}
+    real = Q.heartbeat
+
+    def flaky(*a, **kw):
+        if fails["left"] > 0:
+            fails["left"] -= 1
+            raise RegistryError("the registry is locked by another styler process for over 20s (…)")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(Q, "heartbeat", flaky)
+    logs = []
+    beat = W._Heartbeat(styler_home, job.id, "w1", 0.01, log=logs.append)
+    beat.start()
+    deadline = time.monotonic() + 10
+    while (fails["left"] or beat.failures) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    beat.done.set()
+    beat.join(5)
+    assert beat.failed_total == 5 and beat.failures == 0  # counted, then reset by a good beat
+    failing = [line for line in logs if "heartbeat failed" in line]
+    assert len(failing) == 1 and "3 times in a row" in failing[0] and "locked by another" in failing[0]
+    assert any("heartbeat works again" in line for line in logs)
+    assert not beat.lost.is_set()
