@@ -38,6 +38,8 @@ def load_image(path: Path) -> LoadedImage:
                 im.load()
                 unchanged = im.mode == "RGB" and im.getexif().get(0x0112, 1) == 1
                 im = ImageOps.exif_transpose(im)
+                if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+                    im = _to_8bit(im)
                 if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
                     rgba = im.convert("RGBA")
                     bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -55,6 +57,20 @@ def load_image(path: Path) -> LoadedImage:
     if im.width < 8 or im.height < 8:
         raise BadImage(f"too small ({im.width}x{im.height}; at least 8x8)")
     return LoadedImage(im, im.width, im.height, fmt, unchanged)
+
+
+def _to_8bit(im: Image.Image) -> Image.Image:
+    """16-bit and 32-bit greyscale ("I;16", "I", "F") as 8-bit "L". PIL's own convert clips
+    values above 255, which turns a 16-bit image almost all white; scale by the type's range."""
+    arr = np.asarray(im)
+    if im.mode == "F":
+        lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+        scaled = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
+    else:
+        peak = float(arr.max())
+        top = 65535.0 if im.mode.startswith("I;16") else 255.0 if peak <= 255 else 65535.0 if peak <= 65535 else peak
+        scaled = arr.astype(np.float64) / top
+    return Image.fromarray(np.clip(np.rint(scaled * 255), 0, 255).astype(np.uint8), mode="L")
 
 
 def laplacian_variance(image: Image.Image) -> float:

@@ -291,3 +291,26 @@ def test_corrupt_registry_file_is_named_not_a_traceback(styler_home, tmp_path):
     assert tree(styler_home / "datasets") == folders  # the failed add left nothing
     r = run_cli("registry", "verify")
     assert r.exit_code == 1 and "corrupt-table" in r.stdout
+
+
+def test_16_bit_greyscale_pngs_keep_their_tones():
+    """PIL's convert("RGB") clips 16-bit values at 255 (a gradient became 99.6 % white)."""
+    import numpy as np
+    from PIL import Image
+
+    from styler.data.images import load_image
+
+    import tempfile
+    from pathlib import Path
+
+    folder = Path(tempfile.mkdtemp())
+    ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+    Image.fromarray(ramp).save(folder / "g16.png")
+    a = np.asarray(load_image(folder / "g16.png").image)
+    assert a.shape == (64, 64, 3) and a.min() == 0 and a.max() == 255
+    assert abs(a.mean() - 127.5) < 1.5 and (a == 255).mean() < 0.01
+    # 32-bit "I" images holding 8-bit values stay as they are
+    from styler.data.images import _to_8bit
+
+    eight = np.asarray(_to_8bit(Image.fromarray((ramp // 257).astype(np.int32), mode="I")))
+    assert eight.min() == 0 and eight.max() == 255 and abs(eight.mean() - 127.5) < 1.5
