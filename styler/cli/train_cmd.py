@@ -84,9 +84,31 @@ def train(
         cfg = TrainConfig(**{k: v for k, v in {**file_values, **values}.items() if v is not None})
     else:
         cfg = build_config(file_values, dataset=dataset, **values)
+    from ..train.parallel import launcher_env
+
+    launched = launcher_env()  # torchrun / accelerate launch started this process as one of several
+    if launched is not None:
+        rank, world = launched
+        given = processes if processes is not None else file_values.get("processes")
+        if given is not None and given != world:
+            raise UsageError(f"--processes {given} does not match the launcher's WORLD_SIZE={world}; under torchrun "
+                             "or accelerate launch the launcher sets the process count, so drop --processes")
+        if not resume:
+            cfg = build_config({**cfg.to_dict(), "processes": world})
     reg = registry()
     if dry_run:
-        _dry_run(cfg, reg, as_json)
+        if launched is None or launched[0] == 0:
+            _dry_run(cfg, reg, as_json)
+        return
+    if launched is not None:
+        from ..train.trainer import train as run_train
+
+        rank, world = launched
+        # every process trains its share; rank 0 alone writes the run, checkpoints and the adapter, and prints
+        outcome = run_train(cfg, registry=reg, console=err if rank == 0 else None, resume=resume, rank=rank, world=world)
+        if rank != 0:
+            return
+        _report(outcome, as_json)
         return
     processes = cfg.processes
     if resume:  # a run resumes with the process count it was started with (same global batch)
@@ -101,6 +123,10 @@ def train(
         from ..train.trainer import train as run_train
 
         outcome = run_train(cfg, registry=reg, console=err, resume=resume)
+    _report(outcome, as_json)
+
+
+def _report(outcome, as_json: bool) -> None:
     a = outcome.adapter
     if as_json:
         print_json({"run": outcome.run.to_dict(), "adapter": a.to_dict() if a else None})

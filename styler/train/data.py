@@ -247,7 +247,8 @@ class LatentCache:
     @classmethod
     def build(cls, vae, dataset_items: Sequence[Item], resolution: int, *, flip: bool, cache_dir: Path, key: dict,
               device="cpu", dtype=torch.float32, batch_size: int = 8,
-              progress: Callable[[int, int], None] | None = None) -> "LatentCache":
+              progress: Callable[[int, int], None] | None = None, write: bool = True) -> "LatentCache":
+        """Reuse the cache file for this key, else encode (and, with write, save it)."""
         items = list(dataset_items)
         scaling = float(vae.config.scaling_factor)
         shift = float(getattr(vae.config, "shift_factor", None) or 0.0)
@@ -263,7 +264,8 @@ class LatentCache:
                 return cls(mean, std, scaling_factor=scaling, shift_factor=shift, path=path, key=full_key, status="reused")
             status = "rebuilt"
         mean, std = cls._encode(vae, items, resolution, flip, device, dtype, batch_size, progress)
-        cls._write(path, mean, std, full_key)
+        if write:
+            cls._write(path, mean, std, full_key)
         return cls(mean, std, scaling_factor=scaling, shift_factor=shift, path=path, key=full_key, status=status)
 
     @staticmethod

@@ -23,7 +23,10 @@ class ClassImages:
     scaling: float
 
     @classmethod
-    def prepare(cls, pipe, cfg: TrainConfig, base_identity: dict, home: Path, device, say=None) -> "ClassImages":
+    def prepare(cls, pipe, cfg: TrainConfig, base_identity: dict, home: Path, device, say=None,
+                write: bool = True) -> "ClassImages":
+        """Reuse the cached class images, generate the missing ones (saved with write; kept in memory
+        without, as the non-zero ranks of a data-parallel run do) and encode them."""
         import torch
         from PIL import Image
 
@@ -31,9 +34,11 @@ class ClassImages:
                "steps": GEN_STEPS}
         digest = hashlib.sha256(json.dumps(key, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
         folder = home / "cache" / "class-images" / digest
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "key.json").write_text(json.dumps(key, ensure_ascii=False), encoding="utf-8")
-        have = sorted(folder.glob("*.png"))
+        if write:
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "key.json").write_text(json.dumps(key, ensure_ascii=False), encoding="utf-8")
+        have = sorted(folder.glob("*.png"))[: cfg.class_images]
+        images = [Image.open(f).convert("RGB") for f in have]
         missing = cfg.class_images - len(have)
         if missing > 0:
             if say:
@@ -47,19 +52,20 @@ class ClassImages:
                 with torch.no_grad():
                     image = pipe(cfg.class_prompt, num_inference_steps=GEN_STEPS, height=cfg.resolution,
                                  width=cfg.resolution, generator=g).images[0]
-                fd, tmp = tempfile.mkstemp(suffix=".png.tmp", dir=folder)
-                os.close(fd)
-                image.save(tmp, format="PNG")
-                os.replace(tmp, folder / f"{i:05d}.png")
+                images.append(image)
+                if write:
+                    fd, tmp = tempfile.mkstemp(suffix=".png.tmp", dir=folder)
+                    os.close(fd)
+                    image.save(tmp, format="PNG")
+                    os.replace(tmp, folder / f"{i:05d}.png")
             pipe.unet.train(was_training)
-        files = sorted(folder.glob("*.png"))[: cfg.class_images]
         from .data import resize_crop, to_tensor
 
         vae = pipe.vae
         means, stds = [], []
         with torch.no_grad():
-            for f in files:
-                x = to_tensor(resize_crop(Image.open(f).convert("RGB"), cfg.resolution))[None].to(device, dtype=vae.dtype)
+            for image in images:
+                x = to_tensor(resize_crop(image, cfg.resolution))[None].to(device, dtype=vae.dtype)
                 dist = vae.encode(x).latent_dist
                 means.append(dist.mean.float().cpu())
                 stds.append(dist.std.float().cpu())

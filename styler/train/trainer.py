@@ -93,9 +93,11 @@ class Trainer:
         if cfg.cache_latents:
             key = {"dataset": self.plan.dataset.content_hash, "base": self.plan.base_identity.get("hash"),
                    "crop": "center"}
-            self.cache = LatentCache.build(pipe.vae, self.items, cfg.resolution, flip=self.flip,
-                                           cache_dir=self.reg.home / "cache" / "latents", key=key, device=self.device,
-                                           dtype=pipe.vae.dtype)  # the dtype is part of the cache key
+            with self._rank0_first():  # rank 0 writes the cache; the others reuse it (or keep their own in memory)
+                self.cache = LatentCache.build(pipe.vae, self.items, cfg.resolution, flip=self.flip,
+                                               cache_dir=self.reg.home / "cache" / "latents", key=key,
+                                               device=self.device, dtype=pipe.vae.dtype,  # dtype: part of the key
+                                               write=self.main)
             if self.cache.status == "rebuilt":
                 self._say("the latent cache was damaged or stale and has been rebuilt")
         self.images = ImageCaptionDataset(self.items, cfg.resolution, augment=set(cfg.augment), seed=cfg.seed)
@@ -103,8 +105,9 @@ class Trainer:
         if cfg.method == "dreambooth":
             from .prior import ClassImages
 
-            self.prior = ClassImages.prepare(pipe, cfg, self.plan.base_identity, self.reg.home, self.device,
-                                             say=self._say)
+            with self._rank0_first():
+                self.prior = ClassImages.prepare(pipe, cfg, self.plan.base_identity, self.reg.home, self.device,
+                                                 say=self._say, write=self.main)
         groups = self.method.param_groups()
         if cfg.optimizer == "adamw8bit":
             import bitsandbytes as bnb
@@ -126,6 +129,20 @@ class Trainer:
         if cfg.log_with and self.main:
             self.acc.init_trackers("styler", config={k: v for k, v in cfg.to_dict().items() if not isinstance(v, list)})
 
+    def _rank0_first(self):
+        """A block rank 0 runs before the other processes (they wait at a barrier, then run it)."""
+        from contextlib import contextmanager
+
+        @contextmanager
+        def block():
+            if self.world > 1 and not self.main:
+                self.acc.wait_for_everyone()
+            yield
+            if self.world > 1 and self.main:
+                self.acc.wait_for_everyone()
+
+        return block()
+
     def _say(self, message: str) -> None:
         if self.console is not None and self.main:
             from rich.markup import escape
@@ -141,7 +158,7 @@ class Trainer:
             self._say(f"{len(cut)} caption(s) are longer than 77 tokens and were cut, e.g. …{lost[:60]!r} was dropped")
 
     # -- one step ---------------------------------------------------------------------------
-    def _encode_text(self, texts: list[str]):
+    def _encode_text(self, texts: list[str], encoder=None):
         import torch
 
         from .data import tokenize
@@ -155,7 +172,7 @@ class Trainer:
                 self._text_cache.update(zip(missing, states))
             return torch.stack([self._text_cache[t] for t in texts])
         ids = tokenize(self.pipe.tokenizer, texts).to(self.device)
-        return self.text_encoder(ids)[0]
+        return (encoder or self.text_encoder)(ids)[0]
 
     def _latents_for(self, positions: list[tuple[int, int]], gens, pixels=None) -> tuple:
         """Latents of the samples at `positions`: from the cache, else by encoding `pixels` (what the
@@ -230,6 +247,9 @@ class Trainer:
         from .data import ImageCaptionDataset
 
         ds = ImageCaptionDataset(self.val_items, self.cfg.resolution)
+        # only rank 0 validates: use the modules without their DistributedDataParallel wrappers, whose
+        # forward may talk to the other processes
+        unet, text_encoder = self.acc.unwrap_model(self.unet), self.acc.unwrap_model(self.text_encoder)
         total = 0.0
         with torch.no_grad():
             for i in range(len(ds)):
@@ -240,8 +260,8 @@ class Trainer:
                     noise = torch.randn(lat.shape[1:], generator=g)[None].to(lat)
                     tt = torch.tensor([t], device=self.device)
                     with self.acc.autocast():
-                        pred = self.unet(self.noise_sched.add_noise(lat, noise, tt), tt,
-                                         self._encode_text([self.method.caption(self.val_items[i].text)])).sample
+                        pred = unet(self.noise_sched.add_noise(lat, noise, tt), tt,
+                                    self._encode_text([self.method.caption(self.val_items[i].text)], text_encoder)).sample
                     total += float(torch.nn.functional.mse_loss(pred.float(), noise.float()))
         return total / (len(ds) * len(VAL_TIMESTEPS))
 
@@ -265,6 +285,7 @@ class Trainer:
         self.batches = self._open_batches(start_step)
         try:
             while step < plan.total_steps:
+                _injected_fault(self.rank, step)
                 t0 = time.perf_counter()
                 total = 0.0
                 for micro in range(cfg.accum):
@@ -368,6 +389,64 @@ class _WorkerHandle:
         pass
 
 
+def _init_distributed() -> None:
+    """The process group of a data-parallel run, from the launcher's environment (RANK, WORLD_SIZE,
+    MASTER_ADDR/PORT): NCCL on GPUs, gloo on CPUs. The Accelerator made later reuses it."""
+    import torch
+    from accelerate import PartialState
+
+    PartialState(cpu=not torch.cuda.is_available())
+
+
+_ID_BYTES = 64
+
+
+def _id_tensor():
+    import torch
+    from accelerate import PartialState
+
+    return torch.zeros(_ID_BYTES, dtype=torch.uint8, device=PartialState().device)
+
+
+def _send_run_id(run_id: str) -> None:
+    import torch
+    import torch.distributed as dist
+
+    buf = _id_tensor()
+    data = run_id.encode("ascii")[:_ID_BYTES]
+    if data:
+        buf[: len(data)] = torch.tensor(list(data), dtype=torch.uint8)
+    dist.broadcast(buf, src=0)
+
+
+def _receive_run_id() -> str:
+    import torch.distributed as dist
+
+    buf = _id_tensor()
+    dist.broadcast(buf, src=0)
+    run_id = bytes(buf.cpu().tolist()).rstrip(b"\0").decode("ascii")
+    if not run_id:
+        raise TrainingFailed("rank 0 could not start the run (see its error); this process stops too")
+    return run_id
+
+
+FAULT_ENV = "STYLER_TEST_FAULT"
+
+
+def _injected_fault(rank: int, step: int) -> None:
+    """A test hook: STYLER_TEST_FAULT=RANK:STEP:exit|raise makes process RANK crash (exit code 3,
+    no report) or raise when it starts step STEP (0-based)."""
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    r, s, mode = spec.split(":")
+    if int(r) != rank or int(s) != step:
+        return
+    if mode == "exit":
+        os._exit(3)
+    raise RuntimeError(f"injected fault at step {step}")
+
+
 class _NanLoss(Exception):
     def __init__(self, step: int):
         self.step = step
@@ -423,8 +502,13 @@ def _raise_interrupt(*_):
 
 
 def train(cfg: TrainConfig, *, registry: Registry | None = None, console=None, resume: str | None = None,
-          rank: int = 0, world: int = 1, monitor_every: int | None = None, on_start=None) -> Outcome:
-    """Run a training end to end: plan, run record, loop, checkpoints, adapter registration."""
+          rank: int = 0, world: int = 1, monitor_every: int | None = None, on_start=None, monitor=None) -> Outcome:
+    """Run a training end to end: plan, run record, loop, checkpoints, adapter registration.
+
+    With world > 1 this is one process of a data-parallel run (styler's --processes, torchrun or
+    accelerate launch): rank 0 creates or resumes the run record and sends its id to the others;
+    only rank 0 writes anything. `monitor` replaces the LiveMonitor rank 0 would show on `console`
+    (--processes sends the progress to its parent, which shows it)."""
     from .monitor import LiveMonitor, TrainState
 
     reg = registry or Registry()
@@ -432,27 +516,38 @@ def train(cfg: TrainConfig, *, registry: Registry | None = None, console=None, r
     if resume:
         cfg, resume_ckpt = _resume_config(reg, resume, cfg, check_running=rank == 0)
     if cfg.processes != world:
-        raise UsageError(f"this run needs {cfg.processes} processes (--processes), not {world}")
+        raise UsageError(f"this run trains with {cfg.processes} process(es) (its global batch is batch × accum × "
+                         f"processes), not {world}; use --processes {cfg.processes} or a launcher with "
+                         f"{cfg.processes} processes in all")
     plan = make_plan(cfg, reg)
     trainer = Trainer(plan, registry=reg, console=console, rank=rank, world=world)
+    if world > 1:
+        _init_distributed()
     if rank != 0:
-        handle = _WorkerHandle(reg, resume)
-    elif resume:
-        handle = resume_run(reg, resume, plan.total_steps)
+        handle = _WorkerHandle(reg, _receive_run_id())
     else:
-        handle = start_run(reg, cfg, plan.dataset, plan.base_identity, plan.total_steps)
+        try:
+            handle = resume_run(reg, resume, plan.total_steps) if resume else start_run(
+                reg, cfg, plan.dataset, plan.base_identity, plan.total_steps)
+        except BaseException:
+            if world > 1:
+                _send_run_id("")  # the other processes stop instead of waiting for an id
+            raise
+        if world > 1:
+            _send_run_id(handle.id)
     if on_start is not None:
         on_start(handle.id)
     state = None
     adapter = final = None
-    show = console is not None and trainer.main
+    show = trainer.main and (console is not None or monitor is not None)
     try:
         trainer.setup(handle)
         if resume:
             start_step = trainer.restore(resume_ckpt)
         state = TrainState(run_id=handle.id, name=cfg.name or plan.dataset.name, method=cfg.method,
                            total_steps=plan.total_steps, device=str(trainer.device), resumed_from=start_step)
-        with _TermAsInterrupt(), (LiveMonitor(console=console, every=monitor_every or cfg.log_every) if show else _null()) as mon:
+        shown = monitor if monitor is not None else LiveMonitor(console=console, every=monitor_every or cfg.log_every)
+        with _TermAsInterrupt(), (shown if show else _null()) as mon:
             final = trainer.run(start_step, monitor=mon if show else None, state=state)
             if trainer.main:
                 state.note = "saving the adapter"

@@ -115,7 +115,7 @@ def test_resume_of_a_two_process_run_uses_two_processes(calli, styler_home, monk
     run_cli("train", "--resume", run.id)
     assert seen.get("resume") == run.id
     cfg, _ = trainer._resume_config(Registry(), run.id, trainer.TrainConfig())
-    with pytest.raises(Exception, match="needs 2 processes"):
+    with pytest.raises(Exception, match="trains with 2 process"):
         trainer.train(cfg, registry=Registry(), resume=run.id)
 
 
@@ -275,33 +275,9 @@ def test_adapters_ls_and_show(calli):
     assert run_cli("adapters", "show", "nope").exit_code == 1
 
 
-def _relative_gap(a: dict, b: dict) -> float:
-    """|a − b| over |b| on the LoRA B matrices (which start at zero, so |b| is the whole update)."""
-    num = sum(float(((a[k] - b[k]) ** 2).sum()) for k in b if "lora_B" in k) ** 0.5
-    return num / sum(float((b[k] ** 2).sum()) for k in b if "lora_B" in k) ** 0.5
-
-
 def _losses(reg, styler_home, name):
     run = reg.get(Run, reg.resolve(Adapter, name).run_id)
     return [json.loads(x)["loss"] for x in (styler_home / "runs" / run.id / "metrics.jsonl").read_text().splitlines()]
-
-
-def test_two_processes_and_accumulation_match_one_batch(calli, styler_home):
-    """Same global batch three ways. Adam turns round-off in near-zero gradients into small
-    weight differences, so weights are compared relative to the update; losses match closely."""
-    args = [*FAST, "--steps", "3", "--lr", "1e-3"]
-    assert run_cli("train", calli, *args, "--batch", "2", "--name", "one").exit_code == 0
-    assert run_cli("train", calli, *args, "--batch", "1", "--accum", "2", "--name", "acc").exit_code == 0
-    r = run_cli("train", calli, *args, "--batch", "1", "--processes", "2", "--name", "two")
-    assert r.exit_code == 0, r.stderr
-    reg = Registry()
-    w = {n: _tensors(BlobStore(styler_home).path(reg.resolve(Adapter, n).blob)) for n in ("one", "acc", "two")}
-    assert w["one"].keys() == w["two"].keys() == w["acc"].keys()
-    assert _relative_gap(w["two"], w["one"]) < 0.03
-    assert _relative_gap(w["acc"], w["one"]) < 0.03
-    assert _losses(reg, styler_home, "two") == pytest.approx(_losses(reg, styler_home, "one"), rel=1e-4)
-    assert _losses(reg, styler_home, "acc") == pytest.approx(_losses(reg, styler_home, "one"), rel=1e-4)
-    assert len(reg.all(Run)) == 3  # the second process wrote no run of its own
 
 
 # ---------------------------------------------------------------------------------------- bad input
