@@ -21,7 +21,7 @@ import threading
 import traceback
 from contextlib import contextmanager
 
-from registry import Job, Registry, RegistryError
+from registry import Job, NotFound, Output, Registry, RegistryError, new_id
 from registry import jobs as Q
 
 from .errors import StylerError, UsageError
@@ -150,16 +150,33 @@ class _Worker:
         session = self.session(base)
         payload.setdefault("batch", self.batch)
         req = request_from_payload(payload, native=64 if session.base.kind == "tiny" else 512)
-        req.extra = {**req.extra, "base": base, "job": job.id}
-        done = list(job.result.get("output_ids", []))  # a recovered job resumes after its last image
+        # Progress is the outputs themselves: each carries the job id and this series' token in its
+        # params, and is stored by one insert, so a worker killed right after storing an image (before
+        # its progress stamp) leaves nothing to render twice. The token, written with the first seed
+        # by the first stamp before any image, tells this run's images from those of an earlier run
+        # that `styler jobs retry` started over.
+        series = job.result.get("series") or new_id()
+        req.extra = {**req.extra, "base": base, "job": job.id, "job_series": series}
         first = job.result.get("seed", req.seed)
         if first is None:
             first = random.SystemRandom().randint(0, 2**32 - req.n)
         req.seed = first
         req.validate()
-        result = {"output_ids": done, "seed": first, "n": req.n}
+        seeds = range(first, first + req.n)
+        if "series" in job.result:
+            by_seed = {s: i for s, i in self.stored_outputs(job).items() if s in seeds}
+        else:  # new, or begun by a worker that recorded only output_ids
+            by_seed = {}
+            for output_id in job.result.get("output_ids", []):
+                try:
+                    o = self.reg.get(Output, output_id)
+                except NotFound:
+                    continue
+                by_seed.setdefault(o.seed, o.id)
+        todo = [s for s in seeds if s not in by_seed]
+        result = {"series": series, "output_ids": [by_seed[s] for s in sorted(by_seed)], "seed": first, "n": req.n}
         warn = lambda m: self.log(f"job {job.id}: warning: {m}")  # noqa: E731
-        for i in range(len(done), req.n, req.batch):
+        while todo:
             if beat.lost.is_set():
                 raise Q.LostClaim(f"job {job.id} was taken from this worker (its heartbeat went stale)")
             now = Q.heartbeat(self.reg, job.id, self.id, result=result)  # progress so far, and cancel requests
@@ -167,13 +184,28 @@ class _Worker:
                 return self.release(job)
             if now.cancel_requested:
                 Q.finish(self.reg, job.id, self.id, result, status="cancelled")
-                return self.log(f"job {job.id}: cancelled after {len(done)} of {req.n} images")
+                return self.log(f"job {job.id}: cancelled after {len(by_seed)} of {req.n} images")
+            k = 1  # the next run of consecutive seeds, at most one batch
+            while k < min(req.batch, len(todo)) and todo[k] == todo[0] + k:
+                k += 1
             with self.rendering():
-                outs = generate(dataclasses.replace(req, n=min(req.batch, req.n - i), seed=first + i),
-                                registry=self.reg, session=session, warn=warn)
-            done.extend(o.id for o in outs)
+                outs = generate(dataclasses.replace(req, n=k, seed=todo[0]), registry=self.reg, session=session,
+                                warn=warn)
+            by_seed.update((o.seed, o.id) for o in outs)
+            result["output_ids"] = [by_seed[s] for s in sorted(by_seed)]
+            del todo[:k]
         Q.finish(self.reg, job.id, self.id, result)
-        self.log(f"job {job.id}: done, {len(done)} image(s)")
+        self.log(f"job {job.id}: done, {len(by_seed)} image(s)")
+
+    def stored_outputs(self, job: Job) -> dict[int, str]:
+        """{seed: output id} of the images this job's current series has stored so far (oldest first
+        wins; a seed is never rendered twice within a series)."""
+        series = job.result.get("series")
+        found: dict[int, str] = {}
+        for o in self.reg.all(Output):
+            if o.params.get("job") == job.id and o.params.get("job_series") == series and o.seed is not None:
+                found.setdefault(o.seed, o.id)
+        return found
 
     def evaluate(self, job: Job) -> None:
         """Runs to the end once started (a cancel request is not seen inside evaluate)."""

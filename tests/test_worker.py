@@ -352,3 +352,65 @@ def test_heartbeat_failures_are_counted_and_logged_once_per_streak(styler_home, 
     assert len(failing) == 1 and "3 times in a row" in failing[0] and "locked by another" in failing[0]
     assert any("heartbeat works again" in line for line in logs)
     assert not beat.lost.is_set()
+
+
+_KILL_AFTER_INSERT = """
+import os, signal, sys
+from registry import Output, store
+real = store.Registry.insert
+def insert(self, record):
+    made = real(self, record)
+    if isinstance(record, Output) and record.params.get("job") and self.count(Output) >= int(sys.argv[1]):
+        os.kill(os.getpid(), signal.SIGKILL)  # after the output is stored, before anything else is written
+    return made
+store.Registry.insert = insert
+from styler.worker import run_worker
+run_worker(once=True, batch=2, log=lambda m: None)
+"""
+
+
+@pytest.mark.parametrize("kill_at", [1, 3])  # inside the first batch; inside the second, after a progress stamp
+def test_a_worker_killed_right_after_storing_an_output_never_renders_that_seed_again(tiny_home, monkeypatch, kill_at):
+    from styler.generate.engine import Session
+
+    reg = Registry()
+    job = Q.enqueue(reg, "generate", _payload(n=4, seed=50, adapters=[]))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", _KILL_AFTER_INSERT, str(kill_at)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert reg.count(Output) == kill_at
+    time.sleep(0.6)
+    rendered, real = [], Session.render_batch
+    monkeypatch.setattr(Session, "render_batch", lambda self, **kw: rendered.append(list(kw["seeds"])) or real(self, **kw))
+    logs = _run_once(stale_after_s=0.5, heartbeat_s=0.1, batch=2)
+    assert any("its worker stopped responding; now queued" in line for line in logs)
+    done = reg.get(Job, job.id)
+    assert (done.status, done.attempts) == ("done", 2)
+    assert [o.seed for o in _outputs(reg, done)] == [50, 51, 52, 53]
+    assert sorted(o.seed for o in reg.all(Output)) == [50, 51, 52, 53]  # no seed rendered twice
+    assert [s for batch in rendered for s in batch] == list(range(50 + kill_at, 54))
+
+
+def test_a_retried_job_renders_from_the_start_again(styled, monkeypatch):
+    import styler.generate.service as service
+
+    reg = Registry()
+    job = Q.enqueue(reg, "generate", _payload(n=3))
+    real = service.generate
+
+    def render_then_cancel(req, **kw):
+        outs = real(req, **kw)
+        Q.cancel(reg, job.id)
+        return outs
+
+    monkeypatch.setattr(service, "generate", render_then_cancel)
+    _run_once()
+    first = reg.get(Job, job.id).result["output_ids"]
+    assert len(first) == 1
+    monkeypatch.setattr(service, "generate", real)
+    Q.retry(reg, job.id)
+    _run_once()
+    again = reg.get(Job, job.id)
+    assert again.status == "done" and [o.seed for o in _outputs(reg, again)] == [7, 8, 9]
+    assert not set(first) & set(again.result["output_ids"])  # from the start: its own images
