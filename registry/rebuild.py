@@ -100,7 +100,7 @@ def _aside(path: Path, taken: set[str]) -> Path:
     return target
 
 
-def _adapter_blobs(home: Path, notes: list[str]) -> list[tuple[str, Path, dict, dict]]:
+def _adapter_blobs(home: Path) -> list[tuple[str, Path, dict, dict]]:
     """(digest, path, metadata, header) of every blob that is an adapter written by styler."""
     found = []
     for digest, path in BlobStore(home).iter_blobs():
@@ -229,8 +229,8 @@ def plan_rebuild(reg: Registry, *, empty: tuple[str, ...] | list[str] = ()) -> R
         return plan
 
     home = reg.home
+    blobs = _adapter_blobs(home)  # reads every blob's first bytes: outside the lock (blobs never change)
     with reg.locked(write=False):
-        blobs = _adapter_blobs(home, plan.notes)
         runs = _readable_docs(reg, Run.TABLE)
         outputs = _readable_docs(reg, Output.TABLE)
         kept = {t: _readable_docs(reg, t) for t in wanted}
