@@ -1,59 +1,31 @@
 """The job queue as the TUI uses it: payloads built from forms and recipes, and the queue calls.
 
 The queue itself is `registry.jobs` (enqueue / cancel / retry / list_jobs); payloads follow what
-`styler.worker` accepts (a generate payload is Request's fields plus `base`). Where `registry.jobs`
-is missing (an older install), the same calls fall back to plain Job records.
+`styler.worker` accepts (a generate payload is Request's fields plus `base`).
 """
 
 from __future__ import annotations
 
 from registry import Job, Output, Registry
+from registry import jobs
 
 ACTIVE = ("queued", "running")
 
 
-def _jobs():
-    try:
-        from registry import jobs
-    except ImportError:
-        return None
-    return jobs
-
-
 def enqueue(reg: Registry, kind: str, payload: dict) -> Job:
-    jobs = _jobs()
-    if jobs is not None:
-        return jobs.enqueue(reg, kind, payload)
-    return reg.insert(Job(kind=kind, payload=payload))
+    return jobs.enqueue(reg, kind, payload)
 
 
 def cancel(reg: Registry, job_id: str) -> Job:
-    jobs = _jobs()
-    if jobs is not None:
-        return jobs.cancel(reg, job_id)
-    job = reg.get(Job, job_id)
-    if job.status == "queued":
-        return reg.update(Job, job_id, status="cancelled")
-    if job.status == "running":
-        return reg.update(Job, job_id, cancel_requested=True)
-    raise ValueError(f"job {job_id} is {job.status}; only queued or running jobs can be cancelled")
+    return jobs.cancel(reg, job_id)
 
 
 def retry(reg: Registry, job_id: str) -> Job:
-    jobs = _jobs()
-    if jobs is not None:
-        return jobs.retry(reg, job_id)
-    job = reg.get(Job, job_id)
-    if job.status not in ("failed", "cancelled"):
-        raise ValueError(f"job {job_id} is {job.status}; only failed or cancelled jobs can be retried")
-    return reg.update(Job, job_id, status="queued", error="", cancel_requested=False, worker=None)
+    return jobs.retry(reg, job_id)
 
 
 def list_jobs(reg: Registry) -> list[Job]:
-    jobs = _jobs()
-    if jobs is not None:
-        return list(jobs.list_jobs(reg))
-    return reg.all(Job)
+    return list(jobs.list_jobs(reg))
 
 
 # -- payloads ------------------------------------------------------------------------------------
