@@ -321,7 +321,14 @@ def train_parallel(cfg: TrainConfig, *, registry: Registry | None = None, consol
         mine = [f for f in sup.failures if f.rank == 0 and f.exit_code == 130]
         raise TrainingInterrupted(mine[0].message if mine else "interrupted; "
                                   + (f"continue with `styler train --resume {run_id}`" if run_id else "nothing was saved"))
-    if sup.failures:
+    if sup.failures and sup.done is not None and run_id:
+        # rank 0 finished and registered the adapter; a process that failed after that changed nothing
+        cause = root_cause(sup.failures)
+        if console is not None:
+            from rich.markup import escape
+
+            console.print(f"[dim]{escape(failure_message(cause, world).split(';')[0])} after the run completed[/]")
+    elif sup.failures:
         cause = root_cause(sup.failures)
         message = failure_message(cause, world)
         if run_id and not (cause.rank == 0 and not cause.peer and not cause.crashed):
