@@ -305,7 +305,7 @@ def test_jobs_cli_bad_input_is_one_line_and_queues_nothing(styled):
         (("jobs", "add-mix", "a cat", "a dog", "anime=1"), 2, "error: give exactly one prompt"),
         (("jobs", "add-mix", "a cat", "anime=lots"), 2, "error: the weight of anime must be a number"),
         (("jobs", "add-mix", "a cat", "anime=1", "--steps", "0"), 2, "error: --steps 0 must be >= 1"),
-        (("worker", "--device", "nosuch"), 2, "error: --device 'nosuch': use cpu, cuda or cuda:N"),
+        (("worker", "--device", "nosuch"), 2, "error: --device nosuch: unknown device; use auto | cpu | cuda | cuda:N | mps"),
         (("worker", "--stale-after", "1"), 2, "error: --stale-after 1s must be longer than the heartbeat interval"),
     ]
     for args, code, message in cases:
