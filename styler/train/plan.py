@@ -65,11 +65,14 @@ def stream_indices(seed: int, n: int, start: int, count: int) -> list[tuple[int,
     return out
 
 
-def make_plan(cfg: TrainConfig, reg: Registry, *, load_model: bool = False, check_device: bool = True) -> Plan:
-    """Resolve the dataset and base and count steps — every check that fails fast (check_device=False:
-    a plan for another machine, e.g. --dry-run of an fp16 run on a laptop)."""
+def make_plan(cfg: TrainConfig, reg: Registry, *, check_device: bool = True) -> Plan:
+    """Resolve the dataset and base and count steps — every check that fails fast, so a refused run
+    writes nothing (check_device=False: a plan for another machine, e.g. --dry-run of an fp16 run on
+    a laptop). The base's files, resolution, targets, rank and tokens are checked by preflight
+    without loading its weights."""
     from ..models.resolve import base_identity, resolve_base
     from .data import check_cache_compatible, load_items
+    from .preflight import check_base
 
     dataset = reg.resolve(Dataset, cfg.dataset)
     items = load_items(dataset, reg.home, "train")
@@ -91,13 +94,14 @@ def make_plan(cfg: TrainConfig, reg: Registry, *, load_model: bool = False, chec
         total = math.ceil(cfg.epochs * len(items) / per_step)
     else:
         total = DEFAULT_STEPS
+    if cfg.method == "textual-inversion" and not (cfg.token or dataset.trigger):
+        raise UsageError(f"--method textual-inversion needs --token, and {dataset.label} has no trigger word")
     base = resolve_base(cfg.base or None)
+    check_base(cfg, base, trigger=dataset.trigger)
     plan = Plan(cfg, dataset, len(items), n_val, total, total * per_step / len(items), per_step, base,
                 base_identity(base))
     if base.detail:
         plan.notes.append(base.detail)
-    if cfg.method == "textual-inversion" and not (cfg.token or dataset.trigger):
-        raise UsageError(f"--method textual-inversion needs --token, and {dataset.label} has no trigger word")
     return plan
 
 

@@ -1,0 +1,71 @@
+"""`styler train` refuses what cannot work before it writes anything: one line naming the problem
+and the fix, exit 2, no run record and nothing under runs/ (bad base, too small a resolution,
+targets that match no layer)."""
+
+import shutil
+
+import pytest
+
+from registry import Adapter, Registry, Run
+from tests.helpers import run_cli, tree
+
+
+def _refused(r, fragment, home):
+    assert r.exit_code == 2, (r.stdout, r.stderr)
+    line = r.stderr.strip()
+    assert line.startswith("error:") and "\n" not in line, r.stderr
+    assert fragment in line, line
+    assert "unexpected" not in line
+    assert Registry().all(Run) == [] and Registry().all(Adapter) == []
+    assert tree(home / "runs") == []
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--resolution", "8"], "--resolution 8 is too small for base 'tiny'"),
+        (["--resolution", "16"], "use --resolution 24 or more"),
+    ],
+)
+def test_refused_before_anything_is_written(calli, styler_home, args, fragment):
+    steps = [] if "--steps" in args else ["--steps", "1"]
+    resolution = [] if "--resolution" in args else ["--resolution", "32"]
+    r = run_cli("train", calli, "--base", "tiny", *resolution, *steps, *args)
+    _refused(r, fragment, styler_home)
+
+
+def test_the_smallest_resolution_trains(calli, styler_home):
+    # the bound is the true one: 24 px (3×3 latents) works
+    r = run_cli("train", calli, "--base", "tiny", "--resolution", "24", "--steps", "1")
+    assert r.exit_code == 0, r.stderr
+
+
+def test_a_base_folder_without_unet_weights(calli, styler_home, tiny_base_dir, tmp_path):
+    base = tmp_path / "no-unet"
+    shutil.copytree(tiny_base_dir, base)
+    for f in (base / "unet").glob("*.safetensors"):
+        f.unlink()
+    r = run_cli("train", calli, "--base", base, "--resolution", "32", "--steps", "1")
+    _refused(r, "has no .safetensors weights", styler_home)
+
+
+def test_a_pickle_renamed_safetensors(calli, styler_home, tmp_path):
+    import pickle
+
+    fake = tmp_path / "model.safetensors"
+    fake.write_bytes(pickle.dumps({"state_dict": {"w": [1.0, 2.0]}}))
+    r = run_cli("train", calli, "--base", fake, "--resolution", "32", "--steps", "1")
+    _refused(r, "not a valid safetensors file", styler_home)
+
+
+def test_a_base_with_a_broken_unet_config(calli, styler_home, tiny_base_dir, tmp_path):
+    base = tmp_path / "bad-config"
+    shutil.copytree(tiny_base_dir, base)
+    (base / "unet" / "config.json").write_text("{not json", encoding="utf-8")
+    r = run_cli("train", calli, "--base", base, "--resolution", "32", "--steps", "1")
+    _refused(r, "unet/config.json", styler_home)
+
+
+def test_dry_run_refuses_the_same(calli, styler_home):
+    r = run_cli("train", calli, "--base", "tiny", "--resolution", "16", "--steps", "1", "--dry-run")
+    _refused(r, "--resolution 16 is too small", styler_home)
