@@ -4,6 +4,7 @@ with the same keys, validated in one place, and written into every run as config
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -176,6 +177,14 @@ def _check_type(cfg: TrainConfig) -> None:
             raise UsageError(f"{name} must be a list of text, got {value!r}")
 
 
+def _positive(x: float) -> bool:
+    return math.isfinite(x) and x > 0  # nan and inf fail too (nan > 0 is False, inf > 0 is not)
+
+
+def _non_negative(x: float) -> bool:
+    return math.isfinite(x) and x >= 0
+
+
 def validate(cfg: TrainConfig) -> None:
     """Every check that needs no model or dataset: one UsageError naming the option and the fix."""
     _check_type(cfg)
@@ -186,9 +195,10 @@ def validate(cfg: TrainConfig) -> None:
 
     need(cfg.method in METHODS, f"unknown --method {cfg.method!r}; use one of {', '.join(METHODS)}")
     need(cfg.rank > 0, f"--rank must be > 0 (got {cfg.rank}); 4–32 is usual for styles")
-    need(cfg.alpha is None or cfg.alpha > 0, f"--alpha must be > 0 (got {cfg.alpha})")
-    need(cfg.lr > 0, f"--lr must be > 0 (got {cfg.lr:g}); 1e-4 is usual for LoRA")
-    need(cfg.lr_text is None or cfg.lr_text > 0, f"--lr-text must be > 0 (got {cfg.lr_text})")
+    need(cfg.alpha is None or _positive(cfg.alpha), f"--alpha must be > 0 and finite (got {cfg.alpha}); it defaults to --rank")
+    need(_positive(cfg.lr), f"--lr must be > 0 and finite (got {cfg.lr:g}); 1e-4 is usual for LoRA")
+    need(cfg.lr_text is None or _positive(cfg.lr_text),
+         f"--lr-text must be > 0 and finite (got {cfg.lr_text}); it defaults to --lr")
     need(cfg.resolution >= 8 and cfg.resolution % 8 == 0,
          f"--resolution {cfg.resolution} must be a multiple of 8 (the VAE downsamples 8×), e.g. 512")
     need(cfg.batch >= 1, f"--batch must be >= 1 (got {cfg.batch})")
@@ -203,15 +213,18 @@ def validate(cfg: TrainConfig) -> None:
     bad = [a for a in cfg.augment if a not in AUGMENTS]
     need(not bad, f"unknown --augment {', '.join(bad)}; use a comma list of {', '.join(AUGMENTS)}")
     need(cfg.log_with in (None, *LOGGERS), f"unknown --log-with {cfg.log_with!r}; use tensorboard or wandb")
-    need(cfg.snr_gamma is None or cfg.snr_gamma > 0, "--snr-gamma must be > 0 (5 is usual)")
-    need(cfg.noise_offset >= 0, "--noise-offset must be >= 0 (0.05–0.1 is usual)")
+    need(cfg.snr_gamma is None or _positive(cfg.snr_gamma), f"--snr-gamma must be > 0 and finite (got {cfg.snr_gamma}); 5 is usual")
+    need(_non_negative(cfg.noise_offset),
+         f"--noise-offset must be >= 0 and finite (got {cfg.noise_offset}); 0.05–0.1 is usual")
     need(cfg.processes >= 1, "--processes must be >= 1")
     need(cfg.loader_workers is None or cfg.loader_workers >= 0, f"--loader-workers must be >= 0 (got {cfg.loader_workers})")
     need(cfg.validate_every >= 0 and cfg.checkpoint_every >= 0, "--validate-every/--checkpoint-every must be >= 0")
     need(cfg.keep_checkpoints >= 1, "keep_checkpoints must be >= 1")
-    need(cfg.max_grad_norm >= 0, "max_grad_norm must be >= 0 (0 turns clipping off)")
+    need(_non_negative(cfg.max_grad_norm), f"max_grad_norm must be >= 0 and finite (got {cfg.max_grad_norm}; "
+         "0 turns clipping off)")
     need(cfg.vectors >= 1, "--vectors must be >= 1")
-    need(cfg.prior_weight >= 0 and cfg.class_images >= 1, "--prior-weight must be >= 0 and --class-images >= 1")
+    need(_non_negative(cfg.prior_weight), f"--prior-weight must be >= 0 and finite (got {cfg.prior_weight}); 1 is usual")
+    need(cfg.class_images >= 1, f"--class-images must be >= 1 (got {cfg.class_images})")
     if cfg.method != "textual-inversion":
         cfg.unet_target_modules()  # raises on unknown target names
     if cfg.method == "textual-inversion":

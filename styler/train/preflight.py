@@ -4,8 +4,9 @@ The base's files are checked (weights present, safetensors headers whole, config
 its UNet and VAE are built from their configs on the meta device: no weights are read and no
 arithmetic is done, yet a forward pass there fails exactly where a real one would on shapes. That
 tells whether a resolution fits the architecture (the tiny base's UNet, for one, cannot take
-latents smaller than 3×3: a GroupNorm of its second block would see one value per group) and
-which layers `--targets` reaches.
+latents smaller than 3×3: a GroupNorm of its second block would see one value per group), and
+which layers `--targets` reaches and how wide they are (a LoRA update of a layer has at most the
+rank of its weight matrix, so a higher --rank only makes the file bigger).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError, UsageError
-from .config import TrainConfig
+from .config import TEXT_TARGETS, TrainConfig
 
 
 @dataclass
@@ -157,6 +158,14 @@ def check_lora(layout: BaseLayout, cfg: TrainConfig) -> None:
     if not layers:
         raise UsageError(f"--targets {cfg.targets} matches no layer of {layout.name!r}'s UNet; use attn, conv, ff "
                          f"or their module names")
+    name, n_in, n_out = min(layers, key=lambda x: min(x[1], x[2]))
+    bound = min(n_in, n_out)
+    if cfg.text_encoder and layout.text_hidden < bound:  # q/k/v/out_proj are hidden × hidden
+        name, n_in, n_out, bound = f"text_encoder {TEXT_TARGETS[0]}", layout.text_hidden, layout.text_hidden, layout.text_hidden
+    if cfg.rank > bound:
+        raise UsageError(f"--rank {cfg.rank} is larger than the smallest layer it adapts ({name}: {n_in} → {n_out}), "
+                         f"where a LoRA update has rank at most {bound}: a higher rank only makes the adapter bigger; "
+                         f"use --rank {bound} or less")
 
 
 def check_base(cfg: TrainConfig, base, *, trigger: str = "") -> BaseLayout:

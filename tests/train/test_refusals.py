@@ -1,6 +1,6 @@
 """`styler train` refuses what cannot work before it writes anything: one line naming the problem
 and the fix, exit 2, no run record and nothing under runs/ (bad base, too small a resolution,
-targets that match no layer)."""
+targets that match no layer, out-of-range numbers, a rank beyond the layers it adapts)."""
 
 import shutil
 
@@ -23,6 +23,23 @@ def _refused(r, fragment, home):
 @pytest.mark.parametrize(
     "args, fragment",
     [
+        (["--lr", "inf"], "--lr must be > 0 and finite"),
+        (["--lr", "nan"], "--lr must be > 0 and finite"),
+        (["--lr-text", "inf", "--text-encoder"], "--lr-text must be > 0 and finite"),
+        (["--lr-text", "nan"], "--lr-text must be > 0 and finite"),
+        (["--lr-text", "0"], "--lr-text must be > 0 and finite"),
+        (["--lr-text", "-1"], "--lr-text must be > 0 and finite"),
+        (["--steps", "0"], "--steps must be >= 1"),
+        (["--batch", "0"], "--batch must be >= 1"),
+        (["--accum", "0"], "--accum must be >= 1"),
+        (["--snr-gamma", "-1"], "--snr-gamma must be > 0 and finite"),
+        (["--snr-gamma", "nan"], "--snr-gamma must be > 0 and finite"),
+        (["--noise-offset", "nan"], "--noise-offset must be >= 0 and finite"),
+        (["--noise-offset", "inf"], "--noise-offset must be >= 0 and finite"),
+        (["--alpha", "inf"], "--alpha must be > 0 and finite"),
+        (["--prior-weight", "nan", "--method", "dreambooth", "--class-prompt", "x"], "--prior-weight"),
+        (["--rank", "100000"], "--rank 100000 is larger than the smallest layer it adapts"),
+        (["--rank", "33", "--targets", "attn+conv"], "--rank 33 is larger than the smallest layer it adapts"),
         (["--resolution", "8"], "--resolution 8 is too small for base 'tiny'"),
         (["--resolution", "16"], "use --resolution 24 or more"),
     ],
@@ -34,9 +51,9 @@ def test_refused_before_anything_is_written(calli, styler_home, args, fragment):
     _refused(r, fragment, styler_home)
 
 
-def test_the_smallest_resolution_trains(calli, styler_home):
-    # the bound is the true one: 24 px (3×3 latents) works
-    r = run_cli("train", calli, "--base", "tiny", "--resolution", "24", "--steps", "1")
+def test_the_smallest_resolution_and_the_largest_rank_train(calli, styler_home):
+    # the bounds are the true ones: 24 px (3×3 latents) and rank 32 (the tiny UNet's narrowest layer) work
+    r = run_cli("train", calli, "--base", "tiny", "--resolution", "24", "--steps", "1", "--rank", "32")
     assert r.exit_code == 0, r.stderr
 
 
