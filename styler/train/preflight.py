@@ -6,7 +6,8 @@ arithmetic is done, yet a forward pass there fails exactly where a real one woul
 tells whether a resolution fits the architecture (the tiny base's UNet, for one, cannot take
 latents smaller than 3×3: a GroupNorm of its second block would see one value per group), and
 which layers `--targets` reaches and how wide they are (a LoRA update of a layer has at most the
-rank of its weight matrix, so a higher --rank only makes the file bigger).
+rank of its weight matrix, so a higher --rank only makes the file bigger), and that the
+scheduler's prediction type is one the loss knows.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from pathlib import Path
 
 from ..errors import InputError, UsageError
 from .config import TEXT_TARGETS, TrainConfig
+
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")  # what the trainer's loss_target knows
 
 
 @dataclass
@@ -130,6 +133,13 @@ def check_resolution(layout: BaseLayout, resolution: int) -> None:
     raise InputError(f"base model {layout.name!r} cannot train at --resolution {resolution}: {why}")
 
 
+def check_prediction_type(layout: BaseLayout) -> None:
+    if layout.prediction_type not in PREDICTION_TYPES:
+        raise InputError(f"base model {layout.name!r}: unknown prediction_type {layout.prediction_type!r} in "
+                         f"{layout.folder / 'scheduler/scheduler_config.json'}; styler trains "
+                         f"{', '.join(PREDICTION_TYPES)}")
+
+
 def _matches(name: str, targets: list[str]) -> bool:
     # peft's rule for a list of target names: the module's name is the target or ends with ".target"
     return any(name == t or name.endswith("." + t) for t in targets)
@@ -171,6 +181,7 @@ def check_lora(layout: BaseLayout, cfg: TrainConfig) -> None:
 def check_base(cfg: TrainConfig, base, *, trigger: str = "") -> BaseLayout:
     """Every check of `cfg` against the base; raises before anything is written."""
     layout = inspect_base(base)
+    check_prediction_type(layout)
     check_resolution(layout, cfg.resolution)
     if cfg.method != "textual-inversion":
         check_lora(layout, cfg)

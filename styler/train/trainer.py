@@ -43,6 +43,36 @@ class Outcome:
     final_loss: float | None
 
 
+def loss_target(sched, latents, noise, t):
+    """What the UNet learns to predict, by the scheduler's prediction type (as diffusers'
+    train_text_to_image_lora.py): the noise, the velocity, or the clean latents."""
+    kind = sched.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "v_prediction":
+        return sched.get_velocity(latents, noise, t)
+    if kind == "sample":
+        return latents
+    raise UsageError(f"unknown prediction_type {kind!r} in the base's scheduler config; styler trains epsilon, "
+                     "v_prediction and sample")
+
+
+def loss_weights(sched, t, gamma: float):
+    """Min-SNR-γ weights (Hang et al. 2023) of a loss on the target above: min(SNR, γ) for an x0
+    (sample) loss, divided by SNR for an ε loss and by SNR + 1 for a v loss."""
+    import torch
+    from diffusers.training_utils import compute_snr
+
+    snr = compute_snr(sched, t)
+    weight = torch.minimum(snr, torch.full_like(snr, gamma))
+    kind = sched.config.prediction_type
+    if kind == "epsilon":
+        return weight / snr
+    if kind == "v_prediction":
+        return weight / (snr + 1)
+    return weight
+
+
 def _sample_generator(cfg: TrainConfig, step: int, pos: int):
     """A sample's own generator: its stream position is unique, so batch 2 and batch 1 × accum 2
     (or × 2 processes) give every sample the same noise."""
@@ -210,15 +240,10 @@ class Trainer:
         with self.acc.autocast():
             hidden = self._encode_text(texts)
             pred = self.unet(noisy, t, hidden).sample
-        target = noise if sched.config.prediction_type == "epsilon" else sched.get_velocity(latents, noise, t)
+        target = loss_target(sched, latents, noise, t)
         per = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
         if cfg.snr_gamma:
-            from diffusers.training_utils import compute_snr
-
-            snr = compute_snr(sched, t)
-            weight = torch.minimum(snr, torch.full_like(snr, cfg.snr_gamma))
-            weight = weight / snr if sched.config.prediction_type == "epsilon" else weight / (snr + 1)
-            per = per * weight
+            per = per * loss_weights(sched, t, cfg.snr_gamma)
         return per.mean() if reduce else per
 
     def step_loss(self, step: int, micro: int):
@@ -262,7 +287,8 @@ class Trainer:
                     with self.acc.autocast():
                         pred = unet(self.noise_sched.add_noise(lat, noise, tt), tt,
                                     self._encode_text([self.method.caption(self.val_items[i].text)], text_encoder)).sample
-                    total += float(torch.nn.functional.mse_loss(pred.float(), noise.float()))
+                    target = loss_target(self.noise_sched, lat, noise, tt)
+                    total += float(torch.nn.functional.mse_loss(pred.float(), target.float()))
         return total / (len(ds) * len(VAL_TIMESTEPS))
 
     def validation_images(self, step: int) -> list[str]:
