@@ -170,20 +170,6 @@ class ImageCaptionDataset(torch.utils.data.Dataset):
         return {"pixels": to_tensor(arr), "text": item.text, "index": i}
 
 
-def collate(batch: list[dict]) -> dict:
-    """Stack tensors (pixels or latents), keep texts as a list, indices as a LongTensor."""
-    out: dict = {}
-    for key in batch[0]:
-        values = [b[key] for b in batch]
-        if isinstance(values[0], torch.Tensor):
-            out[key] = torch.stack(values)
-        elif isinstance(values[0], (int, bool)):
-            out[key] = torch.tensor(values, dtype=torch.long)
-        else:
-            out[key] = values
-    return out
-
-
 def _max_length(tokenizer) -> int:
     n = int(getattr(tokenizer, "model_max_length", 77) or 77)
     return 77 if n > 100_000 else n  # a tokenizer without model_max_length reports ~1e30
@@ -337,26 +323,3 @@ class LatentCache:
         if noise:
             mean = mean + self.std[idx, view] * torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
         return (mean - self.shift_factor) * self.scaling_factor
-
-
-class CachedLatentDataset(torch.utils.data.Dataset):
-    """The cached counterpart of ImageCaptionDataset: dict(latents=4×h×w, text, index), flipped with
-    p=0.5 when the cache holds mirrors and flip is on, noise drawn from (seed, epoch, index)."""
-
-    def __init__(self, cache: LatentCache, items: Sequence[Item], *, flip: bool = False, seed: int = 0):
-        if len(items) != len(cache):
-            raise ValueError(f"{len(items)} items for a cache of {len(cache)}")
-        if flip and not cache.flip:
-            raise ValueError("flip needs a latent cache built with flip=True")
-        self.cache, self.items, self.flip, self.seed, self.epoch = cache, list(items), flip, int(seed), 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> dict:
-        g = item_generator(self.seed, self.epoch, i)
-        flipped = self.flip and float(torch.rand((), generator=g)) < 0.5
-        return {"latents": self.cache.latents([i], g, [flipped])[0], "text": self.items[i].text, "index": i}

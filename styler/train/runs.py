@@ -102,24 +102,25 @@ def provenance(cfg: TrainConfig, dataset: Dataset, base_identity: dict, run: Run
 def register_adapter(handle: RunHandle, cfg: TrainConfig, dataset: Dataset, base_identity: dict, method,
                      extra: dict) -> Adapter:
     """Save the adapter into the run folder, store it as a blob, and record it — the record last,
-    so a failure leaves the registry without a half-registered adapter."""
+    so a failure leaves the registry without a half-registered adapter. The file is written and
+    hashed outside the registry lock (Registry.insert_next_version); if another process takes the
+    version meanwhile, the file is written again for the next one (its metadata names the version)."""
     reg = handle.registry
     name = adapter_name(cfg, dataset)
-    with reg.locked():
-        version = reg.next_version(Adapter, name)
+    lora = cfg.method != "textual-inversion"
+
+    def build(version: int) -> Adapter:
         meta = provenance(cfg, dataset, base_identity, handle.run, name, version, extra)
         path = method.save(handle.dir / "adapter.safetensors", meta)
         digest = BlobStore(reg.home).put_file(path)
-        summary = method.summary()
-        record = Adapter(
+        return Adapter(
             name=name, version=version, method=cfg.method, blob=digest, base=base_identity, run_id=handle.id,
             dataset_id=dataset.id,
-            rank=None if cfg.method == "textual-inversion" else cfg.rank,
-            alpha=None if cfg.method == "textual-inversion" else cfg.effective_alpha,
-            targets=[] if cfg.method == "textual-inversion" else cfg.unet_target_modules()
-            + (["text_encoder"] if cfg.text_encoder else []),
-            trigger=dataset.trigger if cfg.method != "textual-inversion" else method.token,
-            metadata={"styler_version": __version__, "commit": meta["styler.commit"], **summary, **extra},
+            rank=cfg.rank if lora else None,
+            alpha=cfg.effective_alpha if lora else None,
+            targets=cfg.unet_target_modules() + (["text_encoder"] if cfg.text_encoder else []) if lora else [],
+            trigger=dataset.trigger if lora else method.token,
+            metadata={"styler_version": __version__, "commit": meta["styler.commit"], **method.summary(), **extra},
         )
-        reg.insert(record)
-    return record
+
+    return reg.insert_next_version(Adapter, name, build)

@@ -61,9 +61,6 @@ def test_pixels_shape_and_range(dataset):
     assert x["pixels"].shape == (3, 32, 32) and x["pixels"].dtype == torch.float32
     assert -1.0 <= x["pixels"].min() and x["pixels"].max() <= 1.0
     assert x["text"] == ds.items[0].text and x["index"] == 0
-    batch = td.collate([ds[0], ds[1]])
-    assert batch["pixels"].shape == (2, 3, 32, 32) and batch["text"] == [ds.items[0].text, ds.items[1].text]
-    assert batch["index"].tolist() == [0, 1]
     with pytest.raises(UsageError):
         td.ImageCaptionDataset(ds.items, 32, augment={"rotate"})
 
@@ -152,11 +149,6 @@ def test_latent_cache_matches_vae_and_is_reused(dataset, pipe, tmp_path, monkeyp
                                  key={"dataset": record.content_hash})
     assert again.status == "reused" and again.path == cache.path
     assert torch.equal(again.mean, cache.mean) and torch.equal(again.std, cache.std)
-
-    ds = td.CachedLatentDataset(again, items, flip=True, seed=0)
-    batch = td.collate([ds[0], ds[1]])
-    assert batch["latents"].shape == (2, 4, 8, 8) and batch["text"] == [items[0].text, items[1].text]
-    assert torch.equal(ds[0]["latents"], ds[0]["latents"])
 
 
 def test_latent_cache_key_and_corruption(dataset, pipe, tmp_path):
