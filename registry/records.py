@@ -7,6 +7,8 @@ and the adapters (with weights) that made it, a score its subject and the output
 from __future__ import annotations
 
 import dataclasses
+import os
+import socket
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -106,6 +108,20 @@ class Run(Record):
     error: str = ""
     started_at: str | None = None
     finished_at: str | None = None
+    host: str = ""  # where the process runs (a shared home may be used from several machines)
+    pid_started: str = ""  # the process's start time (process_started), so a reused pid is not this run
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        """A `running` record whose process is gone reads as `interrupted` (the stored record is
+        left as it is: reads never write, and resuming the run rewrites it). Every reader —
+        `styler registry ls/show`, the TUI, `styler train --resume` — gets records through here."""
+        run = super().from_dict(data)
+        if run.status == "running" and run.pid and process_gone(run.pid, run.host, run.pid_started):
+            return dataclasses.replace(run, status="interrupted", error=run.error or (
+                f"its process (pid {run.pid}) ended without stopping the run (killed or crashed); continue "
+                f"with `styler train --resume {run.id}`"))
+        return run
 
 
 @dataclass(frozen=True)
@@ -162,6 +178,68 @@ class Job(Record):
     attempts: int = 0
     error: str = ""
     result: dict = field(default_factory=dict)
+
+
+def process_started(pid: int) -> str:
+    """A token for when process `pid` started ("" when it cannot be told): on Linux the boot id
+    and the start time in clock ticks from /proc (a clock change does not move them), elsewhere
+    psutil's create time when psutil is installed."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as fh:
+            boot = fh.read().strip()
+        return f"linux:{boot}:{int(fields[19])}"
+    except (OSError, IndexError, ValueError):
+        pass
+    try:
+        import psutil
+
+        return f"psutil:{psutil.Process(pid).create_time()!r}"
+    except Exception:  # not installed, no such process, no access
+        return ""
+
+
+def _exists(pid: int) -> bool | None:
+    """Whether a process `pid` exists here (a zombie does not count); None when it cannot be told."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+    except FileNotFoundError:
+        return False
+    except (OSError, IndexError):
+        pass
+    if os.name == "posix":
+        try:
+            os.kill(pid, 0)  # signal 0: nothing is sent (on Windows os.kill would end the process)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        except OSError:
+            return None
+        return True
+    try:
+        import psutil
+
+        return psutil.pid_exists(pid)
+    except Exception:
+        return None
+
+
+def process_gone(pid: int, host: str = "", started: str = "") -> bool:
+    """True only when it is certain that the process recorded as (host, pid, started) no longer
+    runs: it ran on this machine (records without a host are taken to be local) and pid is free or
+    now belongs to a process started at another time."""
+    if host and host != socket.gethostname():
+        return False  # another machine's process: nothing here can tell
+    alive = _exists(pid)
+    if alive is None:
+        return False
+    if not alive:
+        return True
+    now = process_started(pid) if started else ""
+    return bool(now) and now != started
 
 
 RECORD_TYPES: dict[str, type[Record]] = {

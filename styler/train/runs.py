@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from registry import Adapter, BlobStore, Dataset, Registry, Run, now_iso, parse_name
+from registry.records import process_started
 
 from .. import __version__
 from .config import TrainConfig
@@ -54,18 +56,53 @@ class RunHandle:
         self.run = self.registry.update(Run, self.run.id, status=status, finished_at=now_iso(), **changes)
 
 
+def this_process() -> dict:
+    """The run record's fields that name the process training it (see Run.from_dict: a run whose
+    process is gone reads as interrupted)."""
+    pid = os.getpid()
+    return {"pid": pid, "host": socket.gethostname(), "pid_started": process_started(pid)}
+
+
 def start_run(reg: Registry, cfg: TrainConfig, dataset: Dataset, base_identity: dict, total_steps: int) -> RunHandle:
     run = reg.insert(Run(method=cfg.method, dataset_id=dataset.id, base=base_identity, status="running",
-                         pid=os.getpid(), config=cfg.to_dict(), total_steps=total_steps, started_at=now_iso()))
+                         config=cfg.to_dict(), total_steps=total_steps, started_at=now_iso(), **this_process()))
     run_dir = reg.home / "runs" / run.id
     (run_dir / "samples").mkdir(parents=True, exist_ok=True)
     (run_dir / "config.toml").write_text(cfg.to_toml(), encoding="utf-8")
     return RunHandle(reg, run, run_dir)
 
 
-def resume_run(reg: Registry, run_id: str, total_steps: int) -> RunHandle:
-    run = reg.update(Run, run_id, status="running", pid=os.getpid(), total_steps=total_steps, error="", finished_at=None)
-    return RunHandle(reg, run, reg.home / "runs" / run.id)
+def resume_run(reg: Registry, run_id: str, total_steps: int, start_step: int = 0) -> RunHandle:
+    """Mark the run running again in this process, continuing after `start_step` (0: from the
+    start, for a run that left no checkpoint); metrics rows of later steps, from the attempt that
+    stopped, are dropped, so metrics.jsonl holds each step once."""
+    run_dir = reg.home / "runs" / run_id
+    keep_metrics(run_dir / "metrics.jsonl", start_step)
+    (run_dir / "samples").mkdir(parents=True, exist_ok=True)
+    run = reg.update(Run, run_id, status="running", total_steps=total_steps, step=start_step, error="",
+                     finished_at=None, **this_process())
+    return RunHandle(reg, run, run_dir)
+
+
+def keep_metrics(path: Path, last_step: int) -> None:
+    """Rewrite metrics.jsonl (atomically) with only the rows of steps <= last_step."""
+    try:
+        lines = path.read_text("utf-8").splitlines()
+    except FileNotFoundError:
+        return
+    kept = []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:  # a line cut short by the kill
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= last_step:
+            kept.append(line)
+    if len(kept) == len(lines):
+        return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text("".join(line + "\n" for line in kept), "utf-8")
+    os.replace(tmp, path)
 
 
 def adapter_name(cfg: TrainConfig, dataset: Dataset) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -553,7 +554,7 @@ def train(cfg: TrainConfig, *, registry: Registry | None = None, console=None, r
         handle = _WorkerHandle(reg, _receive_run_id())
     else:
         try:
-            handle = resume_run(reg, resume, plan.total_steps) if resume else start_run(
+            handle = resume_run(reg, resume, plan.total_steps, _checkpoint_step(resume_ckpt)) if resume else start_run(
                 reg, cfg, plan.dataset, plan.base_identity, plan.total_steps)
         except BaseException:
             if world > 1:
@@ -568,7 +569,7 @@ def train(cfg: TrainConfig, *, registry: Registry | None = None, console=None, r
     show = trainer.main and (console is not None or monitor is not None)
     try:
         trainer.setup(handle)
-        if resume:
+        if resume and resume_ckpt is not None:
             start_step = trainer.restore(resume_ckpt)
         state = TrainState(run_id=handle.id, name=cfg.name or plan.dataset.name, method=cfg.method,
                            total_steps=plan.total_steps, device=str(trainer.device), resumed_from=start_step)
@@ -613,6 +614,10 @@ def train(cfg: TrainConfig, *, registry: Registry | None = None, console=None, r
     return Outcome(handle.run, adapter, plan, final)
 
 
+def _checkpoint_step(path: Path | None) -> int:
+    return ckpt.checkpoint_step(path) if path is not None else 0
+
+
 def _register(trainer: Trainer, handle: RunHandle, final: float | None) -> Adapter:
     """Save and register the adapter; a failure names the checkpoint that survives it."""
     try:
@@ -624,12 +629,14 @@ def _register(trainer: Trainer, handle: RunHandle, final: float | None) -> Adapt
         raise TrainingFailed(f"{exc.message}{kept}; resume with `styler train --resume {handle.id}`") from None
 
 
-def _resume_config(reg: Registry, run_id: str, given: TrainConfig, check_running: bool = True) -> tuple[TrainConfig, Path]:
+def _resume_config(reg: Registry, run_id: str, given: TrainConfig,
+                   check_running: bool = True) -> tuple[TrainConfig, Path | None]:
     from .config import build_config
 
-    run = reg.get(Run, run_id)
-    if check_running and run.status == "running" and run.pid and _alive(run.pid) and run.pid != os.getpid():
-        raise UsageError(f"run {run_id} is still running (pid {run.pid})")
+    run = reg.get(Run, run_id)  # a run whose process is gone reads as interrupted (Run.from_dict)
+    if check_running and run.status == "running" and run.pid != os.getpid():
+        where = f" on {run.host}" if run.host and run.host != socket.gethostname() else ""
+        raise UsageError(f"run {run_id} is still running (pid {run.pid}{where}); stop it first, or start a new run")
     if run.status == "completed":
         raise UsageError(f"run {run_id} already completed; start a new run instead")
     saved = build_config(run.config)
@@ -639,20 +646,12 @@ def _resume_config(reg: Registry, run_id: str, given: TrainConfig, check_running
             raise UsageError(f"--resume {run_id}: that run used {key} {theirs or 'default'!r}, not {mine!r}; "
                              f"resume without --{key} or start a new run")
     last = ckpt.latest_checkpoint(reg.home / "runs" / run_id)
-    if last is None:
+    if last is None and run.status != "interrupted":
         raise UsageError(f"run {run_id} has no complete checkpoint to resume from; start it again")
+    # an interrupted run without a checkpoint (killed before its first one) starts again from step 0
     if given.steps and given.steps != saved.steps:
         saved = build_config({**saved.to_dict(), "steps": given.steps, "epochs": None})
     if given.loader_workers is not None:  # how images are loaded never changes the numbers
         saved = build_config({**saved.to_dict(), "loader_workers": given.loader_workers})
     return saved, last
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
