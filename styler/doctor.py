@@ -33,13 +33,19 @@ KNOWN_BAD = (
     ("transformers >= 5.24 needs peft >= 0.22 (not released on 2026-12-01): adapters fail to load",
      "pip install 'transformers<5.24' (or a peft >= 0.22 once it exists)",
      lambda v: v["transformers"] >= (5, 24) and v["peft"] and v["peft"] < (0, 22)),
-    ("diffusers < 0.34 cannot save LoRA adapter metadata (alpha, targets): adapters reload with the wrong scale",
-     "pip install 'diffusers>=0.34'",
-     lambda v: v["diffusers"] and v["diffusers"] < (0, 34)),
-    ("transformers 4.x names text-encoder modules differently: text-encoder LoRAs and mixes fail",
-     "pip install 'transformers>=5'",
-     lambda v: v["transformers"] and v["transformers"] < (5,)),
+    ("diffusers < 0.41 loads text-encoder LoRAs wrongly with transformers 5's CLIP module names "
+     "(< 0.34 also saves no adapter metadata, so alpha != rank reloads at the wrong scale)",
+     "pip install 'diffusers>=0.41'",
+     lambda v: v["diffusers"] and v["diffusers"] < (0, 41)),
+    ("transformers < 5.6 names the CLIP text encoder's modules text_model.*: text-encoder LoRAs and mixes fail",
+     "pip install 'transformers>=5.6,<5.24'",
+     lambda v: v["transformers"] and v["transformers"] < (5, 6)),
+    ("peft < 0.20 is refused by transformers 5.23 and older diffusers: adapters fail to load",
+     "pip install 'peft>=0.20'",
+     lambda v: v["peft"] and v["peft"] < (0, 20)),
 )
+# These mirror pyproject.toml's floors and guard (their evidence is written there); a test checks
+# that each floor there has its line here.
 
 
 def known_bad(versions: dict[str, str | None]) -> list[str]:

@@ -42,5 +42,20 @@ def test_known_bad_combinations():
     (line,) = known_bad({**ok, "transformers": "5.24.0"})
     assert "transformers >= 5.24 needs peft >= 0.22" in line and "fix: pip install 'transformers<5.24'" in line
     assert known_bad({**ok, "transformers": "5.24.0", "peft": "0.22.0"}) == []
-    assert any("diffusers < 0.34" in w for w in known_bad({**ok, "diffusers": "0.33.1"}))
-    assert any("transformers 4.x" in w for w in known_bad({**ok, "transformers": "4.57.1"}))
+    assert any("diffusers < 0.41" in w for w in known_bad({**ok, "diffusers": "0.40.0"}))
+    assert any("transformers < 5.6" in w for w in known_bad({**ok, "transformers": "4.57.1"}))
+    assert any("peft < 0.20" in w for w in known_bad({**ok, "peft": "0.17.1"}))
+
+
+def test_known_bad_lines_follow_pyproject_floors():
+    """doctor starts warning just below each floor pyproject.toml sets for diffusers/transformers/peft."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
+    ok = {"transformers": "5.23.0", "peft": "0.21.2", "diffusers": "0.42.1", "torch": "2.13.0"}
+    for pkg in ("diffusers", "transformers", "peft"):
+        major, minor = map(int, re.search(rf'"{pkg}>=(\d+)\.(\d+)', text).groups())
+        below = f"{major}.{minor - 1}.99" if minor else f"{major - 1}.99.0"
+        assert known_bad({**ok, pkg: f"{major}.{minor}.0"}) == [], pkg
+        assert len(known_bad({**ok, pkg: below})) == 1, (pkg, below)
