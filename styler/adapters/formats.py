@@ -1,37 +1,49 @@
 """Adapter files in and out as `.safetensors` (pickles are refused unopened): peft (what styler's
 trainer writes), older diffusers, kohya/A1111, textual-inversion embeddings. Readers produce the
 canonical `AdapterData` (lora.py) keyed by (component, live module path); text-encoder paths carry
-no `text_model.` (transformers 5 has none; older files and kohya names do; both are read).
+no `text_model.` in memory (transformers 5's CLIPTextModel has none). Files are written with
+`text_encoder.text_model.<module>` (what transformers 4.x, diffusers < 0.36 and ComfyUI expect;
+diffusers 0.42 strips the prefix for transformers 5) and read in both forms.
 
 Alpha as diffusers' `load_lora_weights` applies it. peft/diffusers: the `lora_adapter_metadata` JSON
 (flat `unet.lora_alpha`, `unet.alpha_pattern`, …), patterns matched as peft does (first regex
 `(.*\\.)?(key)$` in order); no metadata: alpha = rank. kohya: the `.alpha` scalar, else rank.
 
 Written layouts:
-- "peft": `unet.<module>.lora_A.weight` / `.lora_B.weight` (+ `.lora_magnitude_vector`), same for
-  `text_encoder.`; metadata with the most common rank/alpha as `r`/`lora_alpha`, others in
-  `rank_pattern`/`alpha_pattern` keyed by full module path.
+- "peft": `unet.<module>.lora_A.weight` / `.lora_B.weight` (+ `.lora_magnitude_vector`), and
+  `text_encoder.text_model.<module>…` (+ `.lora_magnitude_vector.weight`) for the text encoder;
+  metadata with the most common rank/alpha as `r`/`lora_alpha`, others in `rank_pattern`/
+  `alpha_pattern` keyed by full module path.
 - "kohya": `lora_unet_<module_with_>` / `lora_te_text_model_<module_with_>` + `.lora_down.weight`,
-  `.lora_up.weight`, `.alpha` (0-d), `.dora_scale`; metadata `ss_network_dim`/`ss_network_alpha`. All
+  `.lora_up.weight`, `.alpha` (0-d); metadata `ss_network_dim`/`ss_network_alpha`, and
+  `sshs_model_hash`/`sshs_legacy_hash` computed as kohya's `precalculate_safetensors_hashes` does. All
   modules get the most common alpha, other layers' alpha ratio folded into their up weights (ΔW
   unchanged): diffusers' kohya loader silently drops differing per-module alphas (measured, 0.42).
+  DoRA is not written: A1111 (network.py apply_weight_decompose) and ComfyUI (lora.py
+  weight_decompose) read `.dora_scale` as a magnitude per input column, peft's DoRA (what styler
+  trains) has one per output row, and there is no exact conversion. Reading, a `.dora_scale` of
+  shape [out, 1] (LyCORIS `wd_on_out`, older styler exports) is taken per output row; [1, in] is refused.
 - "diffusers": pre-peft layout `unet.<module>.lora.down.weight`/`.up.weight`,
-  `text_encoder.<module>.lora_linear_layer.down.weight`/`.up.weight`. It has no place for an alpha
+  `text_encoder.text_model.<module>.lora_linear_layer.down.weight`/`.up.weight`. It has no place for an alpha
   (diffusers loads it at alpha = rank), so alpha/rank is baked into the up weights.
+
+Every file is written byte for byte the same for the same adapter (`safetensors_bytes`): A1111 and
+civitai identify a LoRA by the sha256 of its bytes after the header (AutoV3, `addnet_hash`), and a
+textual inversion by the sha256 of the whole file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
-import os
 import re
-import tempfile
 from collections import Counter
 from pathlib import Path
 
-from ..errors import InputError, UsageError, WriteError
+from ..errors import InputError, UsageError
 from .lora import AdapterData, LoraLayer
+from .ti import tokens_for
 
 PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle"}
 WRITE_FORMATS = ("peft", "kohya", "diffusers")
@@ -168,7 +180,43 @@ def _kohya_guess(flat: str) -> str:
     return dotted
 
 
-def _parse_kohya(p: Path, key: str, table: dict):
+# SGM/LDM (original Stable Diffusion) UNet names, as some trainers write them: diffusers converts these
+_LDM_UNET = re.compile(r"^(input_blocks|middle_block|output_blocks|time_embed|out_\d|label_emb)_")
+
+
+def _layers_per_block(module_names: dict | None) -> int:
+    """The UNet's layers_per_block from its module names (SD-1.5's 2 when they are not known)."""
+    found = [int(m.group(1)) for name in (module_names or {}).get("unet", ())
+             if (m := re.match(r"down_blocks\.0\.resnets\.(\d+)\.", name))]
+    return max(found) + 1 if found else 2
+
+
+def _ldm_kohya_module(stem: str, layers_per_block: int) -> str | None:
+    """diffusers' own conversion of an SGM/LDM-named kohya/LyCORIS UNet module (`lora_state_dict`, which
+    maps input_blocks/middle_block/output_blocks and in_layers/out_layers/emb_layers/skip_connection
+    to diffusers paths). Only names go through it: it gets empty tensors, never a file."""
+    import torch
+    from types import SimpleNamespace
+
+    from diffusers import StableDiffusionPipeline
+
+    empty = torch.empty(0)
+    try:
+        converted, _ = StableDiffusionPipeline.lora_state_dict(
+            {f"{stem}.lora_down.weight": empty, f"{stem}.lora_up.weight": empty},
+            unet_config=SimpleNamespace(layers_per_block=layers_per_block))
+    except (ValueError, KeyError, IndexError, AttributeError):
+        return None
+    downs = [k for k in converted if k.endswith("down.weight")]
+    parsed = _parse_diffusers(downs[0]) if len(downs) == 1 else None
+    if parsed is None or parsed[0] != "unet":
+        return None
+    # diffusers reads output_blocks_N_1 as an attention, but in an up block without attention (SD-1.5's
+    # up_blocks.0) it is the upsampler; an attention has no `conv`, so that name can only mean this
+    return re.sub(r"^(up_blocks\.\d+)\.attentions\.\d+\.conv$", r"\1.upsamplers.0.conv", parsed[1])
+
+
+def _parse_kohya(p: Path, key: str, table: dict, layers_per_block: int = 2, cache: dict | None = None):
     m = _KOHYA.match(key)
     if not m:
         raise InputError(f"{p}: unsupported key {key} (only plain LoRA/LoCon is read: no LoHa, LoKr or CP layers)")
@@ -176,11 +224,17 @@ def _parse_kohya(p: Path, key: str, table: dict):
     if net == "te2":
         raise InputError(f"{p}: {key} is for a second text encoder (SDXL); styler reads SD-1.5 adapters")
     comp = "unet" if net == "unet" else "text_encoder"
-    if table:
-        module = table.get((comp, flat))
-        if module is None:
-            raise InputError(f"{p}: {key} names no module of this base's {comp}")
-    else:
+    module = table.get((comp, flat)) if table else None
+    if module is None and comp == "unet" and _LDM_UNET.match(flat):
+        cache = {} if cache is None else cache
+        if flat not in cache:
+            cache[flat] = _ldm_kohya_module(f"lora_unet_{flat}", layers_per_block)
+        module = cache[flat]
+        if module is not None and table and (comp, module.replace(".", "_")) not in table:
+            module = None
+    if module is None and table:
+        raise InputError(f"{p}: {key} names no module of this base's {comp}")
+    if module is None:
         module = _kohya_guess(flat)
     return comp, module, _KOHYA_PART[part]
 
@@ -202,10 +256,11 @@ def _pattern_value(patterns: dict, module: str, default):
     return default
 
 
-def _peft_alpha(cfg: dict | None, module: str, rank: int) -> float:
+def _peft_alpha(cfg: dict | None, module: str, rank: int, comp: str = "unet") -> float:
     if cfg is None:
         return float(rank)
-    alpha = float(_pattern_value(cfg.get("alpha_pattern"), module, cfg.get("lora_alpha", 8)))
+    path = f"text_model.{module}" if comp == "text_encoder" else module  # patterns may name either form
+    alpha = float(_pattern_value(cfg.get("alpha_pattern"), path, cfg.get("lora_alpha", 8)))
     if cfg.get("use_rslora"):  # peft scales by alpha/sqrt(r); canonical scale is alpha/r
         alpha *= math.sqrt(rank)
     return alpha
@@ -220,10 +275,11 @@ def read_adapter(path, module_names: dict | None = None) -> AdapterData:
     if fmt == "textual-inversion":
         return AdapterData("textual-inversion", embeddings=_read_ti(p, tensors, meta), metadata=meta, format=fmt)
     table = _kohya_lookup(module_names) if fmt == "kohya" else {}
+    lpb, names_seen = _layers_per_block(module_names), {}
     parts: dict = {}
     for key, tensor in tensors.items():
         if fmt == "kohya":
-            parsed = _parse_kohya(p, key, table)
+            parsed = _parse_kohya(p, key, table, lpb, names_seen)
         else:
             parsed = _parse_diffusers(key) if fmt == "diffusers" else _parse_peft(key)
             if parsed is None:
@@ -251,7 +307,7 @@ def read_adapter(path, module_names: dict | None = None) -> AdapterData:
         if fmt == "kohya":
             alpha = float(slot["alpha"].item()) if "alpha" in slot else float(rank)
         else:
-            alpha = _peft_alpha(cfgs[comp], module, rank)
+            alpha = _peft_alpha(cfgs[comp], module, rank, comp)
         mag = slot.get("magnitude")
         if mag is not None:
             # kohya/LyCORIS also write input-side scales [1, in]: refused, even when in == out
@@ -369,6 +425,13 @@ def _peft_magnitude(layer: LoraLayer):
     return _tensor(mag.reshape(1, -1, 1, 1) if layer.down.dim() == 4 else mag)
 
 
+def _magnitude_key(comp: str) -> str:
+    # diffusers 0.42 loads a text encoder's adapter through transformers 5, which finds a DoRA magnitude
+    # only as `.lora_magnitude_vector.weight` (the bare name, peft's own, silently stays at ‖W‖); the
+    # UNet (through peft) and diffusers 0.32 read both (measured)
+    return "lora_magnitude_vector.weight" if comp == "text_encoder" else "lora_magnitude_vector"
+
+
 def _lora_tensors(data: AdapterData, fmt: str) -> tuple[dict, dict]:
     import torch
 
@@ -377,12 +440,13 @@ def _lora_tensors(data: AdapterData, fmt: str) -> tuple[dict, dict]:
     common = _most_common(float(layer.alpha) for layer in layers)
     for layer in layers:
         comp, module = layer.component, layer.module
+        path = f"text_model.{module}" if comp == "text_encoder" else module  # transformers 4 / ComfyUI paths
         if fmt == "peft":
-            stem = f"{comp}.{module}"
+            stem = f"{comp}.{path}"
             tensors[f"{stem}.lora_A.weight"] = _tensor(layer.down)
             tensors[f"{stem}.lora_B.weight"] = _tensor(layer.up)
             if layer.magnitude is not None:
-                tensors[f"{stem}.lora_magnitude_vector"] = _peft_magnitude(layer)
+                tensors[f"{stem}.{_magnitude_key(comp)}"] = _peft_magnitude(layer)
         elif fmt == "kohya":
             net = "lora_unet_" if comp == "unet" else "lora_te_text_model_"
             stem = net + module.replace(".", "_")
@@ -392,17 +456,18 @@ def _lora_tensors(data: AdapterData, fmt: str) -> tuple[dict, dict]:
             tensors[f"{stem}.lora_down.weight"] = _tensor(layer.down)
             tensors[f"{stem}.lora_up.weight"] = _tensor(up)
             tensors[f"{stem}.alpha"] = torch.tensor(alpha, dtype=torch.float32)
-            if layer.magnitude is not None:  # per output row: [out, 1] / [out, 1, 1, 1]
-                shape = [-1] + [1] * (layer.down.dim() - 1)
-                tensors[f"{stem}.dora_scale"] = _tensor(layer.magnitude.reshape(shape))
+            if layer.magnitude is not None:
+                raise UsageError(f"{comp}.{module} is a DoRA layer: a kohya file has no place for it (A1111 and "
+                                 f"ComfyUI apply .dora_scale per input column, peft's DoRA is per output row); "
+                                 f"export it --format peft or diffusers")
         else:
             inner = "lora" if comp == "unet" else "lora_linear_layer"
-            stem = f"{comp}.{module}.{inner}"
+            stem = f"{comp}.{path}.{inner}"
             tensors[f"{stem}.down.weight"] = _tensor(layer.down)
             up = layer.up.float() * layer.scale
             tensors[f"{stem}.up.weight"] = _tensor(up.to(layer.up.dtype))
             if layer.magnitude is not None:
-                tensors[f"{comp}.{module}.lora_magnitude_vector"] = _peft_magnitude(layer)
+                tensors[f"{comp}.{path}.{_magnitude_key(comp)}"] = _peft_magnitude(layer)
     if fmt == "peft":
         flat = {}
         for comp in ("unet", "text_encoder"):
@@ -417,44 +482,91 @@ def _lora_tensors(data: AdapterData, fmt: str) -> tuple[dict, dict]:
     return tensors, meta
 
 
-def write_adapter(data: AdapterData, path, fmt: str = "peft", metadata: dict | None = None) -> Path:
-    """Write `data` to `path` (.safetensors) atomically. LoRAs as fmt "peft" | "kohya" | "diffusers"
-    (see the module docstring); textual-inversion data as `{token: tensor[n, dim]}` whatever fmt.
-    The file's metadata: data.metadata, then `metadata`, then the keys the format itself needs."""
-    from safetensors.torch import save_file
+def safetensors_bytes(tensors: dict, metadata: dict | None = None) -> bytes:
+    """`tensors` + `metadata` as .safetensors bytes, the same bytes every time. The data section is
+    safetensors' own (`safetensors.torch.save`: what kohya hashes), the header is re-serialised with
+    sorted keys (safetensors' writer orders the metadata differently in every process) and padded
+    with spaces to 8 bytes as safetensors pads it; its length is what safetensors would write."""
+    from safetensors.torch import save
 
-    dest = Path(path).expanduser()
-    if dest.suffix.lower() != ".safetensors":
-        raise UsageError(f"{dest}: adapters are written as .safetensors; give a path ending in .safetensors")
+    raw = save(tensors, metadata=dict(metadata) if metadata else None)
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + n])
+    ordered = {}
+    if header.get("__metadata__"):
+        ordered["__metadata__"] = dict(sorted(header.pop("__metadata__").items()))
+    header.pop("__metadata__", None)
+    for key in sorted(header, key=lambda k: (header[k]["data_offsets"], k)):
+        ordered[key] = header[key]
+    text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + raw[8 + n:]
+
+
+def addnet_hash(data: bytes) -> str:
+    """sha256 (hex) of the bytes after a .safetensors header: kohya's / sd-webui-additional-networks'
+    `addnet_hash_safetensors`, what A1111 keeps as a LoRA's hash (shown as its first 12 digits) and
+    civitai calls AutoV3."""
+    n = int.from_bytes(data[:8], "little")
+    return hashlib.sha256(data[8 + n:]).hexdigest()
+
+
+def addnet_legacy_hash(data: bytes) -> str:
+    """kohya's `addnet_hash_legacy`: sha256 of the 64 KiB at offset 1 MiB, first 8 hex digits."""
+    return hashlib.sha256(data[0x100000:0x110000]).hexdigest()[:8]
+
+
+def adapter_bytes(data: AdapterData, fmt: str = "peft", metadata: dict | None = None) -> bytes:
+    """The bytes `write_adapter` writes: LoRAs as fmt "peft" | "kohya" | "diffusers" (see the module
+    docstring); textual-inversion data as `{token: tensor[n, dim]}` whatever fmt. The file's metadata:
+    data.metadata, then `metadata`, then the keys the format itself needs. Kohya files get
+    `sshs_model_hash`/`sshs_legacy_hash` as kohya's `precalculate_safetensors_hashes` computes them
+    (over the tensors and only the `ss_*` metadata); stale ones from a source file are dropped."""
     if fmt not in WRITE_FORMATS:
         raise UsageError(f"unknown adapter format {fmt!r}; use one of {', '.join(WRITE_FORMATS)}")
     meta = {k: v for k, v in data.metadata.items()
             if k not in (LORA_META_KEY, "ss_network_dim", "ss_network_alpha")}
     meta.update({str(k): v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()})
     meta.pop(LORA_META_KEY, None)  # only ever the one built here: a stale one would rescale what diffusers loads
+    meta = {k: v for k, v in meta.items() if not k.startswith("sshs_")}  # hashes of another file's bytes
     if data.kind == "textual-inversion":
         if not data.embeddings:
             raise UsageError("nothing to write: the embedding has no tokens")
         tensors = {token: _tensor(t if t.dim() == 2 else t.reshape(1, -1)) for token, t in data.embeddings.items()}
         if len(tensors) == 1 and TI_TOKENS_KEY not in meta:
             token, t = next(iter(tensors.items()))
-            meta[TI_TOKENS_KEY] = json.dumps([token] + [f"{token}_{i}" for i in range(1, t.shape[0])])
+            meta[TI_TOKENS_KEY] = json.dumps(tokens_for(token, t.shape[0]))
     else:
         if not data.layers:
             raise UsageError("nothing to write: the adapter has no layers")
         tensors, own = _lora_tensors(data, fmt)
         meta.update(own)
+        if fmt == "kohya":
+            hashed = safetensors_bytes(tensors, {k: v for k, v in meta.items() if k.startswith("ss_")})
+            meta["sshs_model_hash"] = addnet_hash(hashed)
+            meta["sshs_legacy_hash"] = addnet_legacy_hash(hashed)
     meta["format"] = "pt"
-    tmp = None
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-        os.close(fd)
-        save_file(tensors, tmp, metadata=meta)
-        os.replace(tmp, dest)
-    except OSError as exc:
-        raise WriteError(f"could not write {dest} ({exc.strerror or exc})") from None
-    finally:
-        if tmp:
-            Path(tmp).unlink(missing_ok=True)
-    return dest
+    return safetensors_bytes(tensors, meta)
+
+
+def text_model_keys(state_dict: dict) -> dict:
+    """A text encoder's peft state dict as files are written (see the module docstring): `text_model.`
+    paths (`encoder.layers.0…` -> `text_model.encoder.layers.0…`) and DoRA magnitudes as
+    `….lora_magnitude_vector.weight`."""
+    out = {}
+    for k, v in state_dict.items():
+        k = k if k.startswith("text_model.") else f"text_model.{k}"
+        out[k + ".weight" if k.endswith(".lora_magnitude_vector") else k] = v
+    return out
+
+
+def write_adapter(data: AdapterData, path, fmt: str = "peft", metadata: dict | None = None) -> Path:
+    """Write `adapter_bytes(data, fmt, metadata)` to `path` (.safetensors) atomically, with the
+    permissions a plain open() gives (0o666 & ~umask)."""
+    from ..files import write_bytes_atomic
+
+    dest = Path(path).expanduser()
+    if dest.suffix.lower() != ".safetensors":
+        raise UsageError(f"{dest}: adapters are written as .safetensors; give a path ending in .safetensors")
+    payload = adapter_bytes(data, fmt, metadata)
+    return write_bytes_atomic(dest, payload, error=f"could not write {dest}")

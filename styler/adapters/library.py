@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import tempfile
 from pathlib import Path
 
@@ -56,21 +58,86 @@ def import_adapter(path: str | Path, name: str, *, base_spec: str | None = None,
                   extra={"source_file": str(p.resolve()), "source_format": fmt})
 
 
+def a1111_name(record: Adapter) -> str:
+    """The name A1111 knows an exported LoRA by: the default kohya export's file stem and its
+    `ss_output_name` (A1111's alias), e.g. "calligraphy_mifu-v2"; no ":", ",", "<", ">" (A1111 drops
+    ":"/"," from infotext names and ends a tag at ":" and ">")."""
+    text = f"{record.name.replace('/', '_')}-v{record.version}"
+    return re.sub(r"[:,<>\s]", "_", text)
+
+
+def _export_metadata(record: Adapter, data, fmt: str) -> dict:
+    meta = {k: v for k, v in data.metadata.items() if k.startswith(("styler.", "ss_"))}
+    if fmt == "kohya" and data.kind == "lora":
+        meta["ss_output_name"] = a1111_name(record)
+    return meta
+
+
+def export_payload(record: Adapter, data, fmt: str) -> bytes:
+    """The exact bytes `styler adapters export --format FMT` writes for `record`, whose file was read
+    as `data` (the same bytes every time)."""
+    from .formats import adapter_bytes
+
+    return adapter_bytes(data, fmt, _export_metadata(record, data, fmt))
+
+
 def export_adapter(name: str, fmt: str, out: str | Path | None, *, registry: Registry | None = None) -> Path:
-    from .formats import read_adapter, write_adapter
+    """Write the adapter's file in `fmt` (default name: `a1111_name`.safetensors for kohya), with
+    the permissions a plain open() gives (0o666 & ~umask)."""
+    from ..files import write_bytes_atomic
+    from .formats import read_adapter
 
     reg = registry or Registry()
     if fmt not in ("kohya", "diffusers", "peft"):
         raise UsageError(f"unknown --format {fmt!r}; use kohya, diffusers or peft")
     a = reg.resolve(Adapter, name)
-    src = BlobStore(reg.home).path(a.blob)
-    data = read_adapter(src)
-    dest = Path(out).expanduser() if out else Path.cwd() / f"{a.name.replace('/', '_')}-v{a.version}-{fmt}.safetensors"
+    stem = a1111_name(a) if fmt == "kohya" else f"{a.name.replace('/', '_')}-v{a.version}-{fmt}"
+    dest = Path(out).expanduser() if out else Path.cwd() / f"{stem}.safetensors"
     if dest.suffix != ".safetensors":
         raise UsageError(f"--out {dest}: the file name must end in .safetensors")
-    meta = {k: v for k, v in data.metadata.items() if k.startswith(("styler.", "ss_"))}
-    write_adapter(data, dest, fmt, metadata=meta)
-    return dest
+    payload = export_payload(a, read_adapter(BlobStore(reg.home).path(a.blob)), fmt)
+    return write_bytes_atomic(dest, payload, error=f"could not write {dest}")
+
+
+_INFOTEXT_CACHE: dict[tuple[str, str], tuple[str, str, str]] = {}  # (id, blob) -> (kind, name, hash)
+
+
+def infotext_adapters(recorded: list[dict], *, registry: Registry | None = None) -> list[dict]:
+    """An image's adapters (the dicts `Session.apply` records) as A1111 names and hashes them, for
+    `pngmeta.GenParams.adapters`: a LoRA by `a1111_name` with the AutoV3/addnet hash (sha256 of the
+    bytes after the header) of its kohya export, the file a user installs, and also the
+    `sshs_model_hash` A1111 reads from that file; a textual inversion by its token, with the sha256 of
+    its exported file (A1111 hashes embeddings whole)."""
+    from registry import NotFound
+
+    from .formats import addnet_hash, read_adapter
+
+    reg = registry or Registry()
+    out = []
+    for a in recorded:
+        key = (str(a.get("id", "")), str(a.get("hash", "")))
+        if key not in _INFOTEXT_CACHE:
+            try:
+                record = reg.get(Adapter, key[0])
+            except NotFound:  # removed since: named, but no hash can be given for it
+                record = None
+            if record is None:
+                kind = "textual-inversion" if a.get("method") == "textual-inversion" else "lora"
+                _INFOTEXT_CACHE[key] = (kind, str(a.get("name", "")).replace("/", "_"), "")
+            else:
+                data = read_adapter(BlobStore(reg.home).path(record.blob))
+                if data.kind == "textual-inversion":
+                    payload = export_payload(record, data, "kohya")
+                    entry = ("textual-inversion", next(iter(data.embeddings)), hashlib.sha256(payload).hexdigest())
+                elif any(layer.magnitude is not None for layer in data.layers.values()):
+                    entry = ("lora", a1111_name(record), "")  # DoRA: no kohya file, so no hash A1111 could match
+                else:
+                    entry = ("lora", a1111_name(record), addnet_hash(export_payload(record, data, "kohya")))
+                _INFOTEXT_CACHE[key] = entry
+        kind, label, digest = _INFOTEXT_CACHE[key]
+        out.append({"name": label, "weight": a.get("weight", 1.0), "te_weight": a.get("te_weight"),
+                    "hash": digest, "kind": kind})
+    return out
 
 
 def merge_adapters(new_name: str, parts: list[tuple[str, float]], *, method: str = "concat", rank: int | None = None,

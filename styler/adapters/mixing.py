@@ -4,6 +4,14 @@ For every module any chosen adapter targets, the weight used is W + Σᵢ wᵢ·
 sum accumulated in fp32 and cast once. (peft's add_weighted_adapter "linear" combines A and B
 separately and adds cross terms: not this.) The pristine weights are kept, and every mix starts
 from them, so any number of mixes never drifts (fuse/unfuse subtraction does: diffusers #5604).
+
+A DoRA layer at weight w is folded as peft computes it (peft/tuners/lora/dora.py at commit
+5d602fdb: the norm is taken per output row, over everything else, of the weight with the scaled
+update, and the adapter weight scales the update inside the norm, as `set_scale` scales `scaling`):
+W' = m · (W + w·ΔW) / ‖W + w·ΔW‖_row, ΔW = (α/r)·BA, the bias unchanged. That has no additive form, so a
+module changed by a DoRA layer can't take a second adapter; a DoRA adapter mixes exactly with
+adapters on other modules. Weight 0 leaves a module as the base has it, for DoRA too (peft at scale
+0 would still rescale W by m/‖W‖).
 """
 
 from __future__ import annotations
@@ -38,6 +46,15 @@ def _module(pipe, component: str, path: str):
         raise UsageError(f"the base model has no {component} module {path}; the adapter is for another architecture") from None
 
 
+def _dora(merged, magnitude):
+    """m · V / ‖V‖ per output row (peft's DoRA weight; V = W + w·ΔW), in fp32."""
+    import torch
+
+    shape = [-1] + [1] * (merged.dim() - 1)
+    norm = merged.flatten(1).norm(p=2, dim=1).clamp_min(torch.finfo(torch.float32).tiny)
+    return merged * (magnitude.float().to(merged.device).reshape(-1) / norm).reshape(shape)
+
+
 class WeightMixer:
     """Applies mixes to one pipeline; `restore()` puts every touched weight back bit for bit."""
 
@@ -61,34 +78,44 @@ class WeightMixer:
         if mix == self.current:
             return {"layers": len(self.active)}
 
+        parts: dict[tuple[str, str], list] = {}  # module -> [(entry, layer, weight)]
         for e in entries:
-            if any(layer.magnitude is not None for layer in e.data.layers.values()):
-                raise UsageError(f"{e.name} is a DoRA adapter: its update is not W + w·ΔW, so it can't be mixed "
-                                 f"exactly; train without --dora to mix it")
+            for key, layer in e.data.layers.items():
+                w = e.weight if layer.component == "unet" else e.text_weight
+                if w != 0:
+                    parts.setdefault(key, []).append((e, layer, w))
+        for key, found in parts.items():
+            dora = [e.name for e, layer, _ in found if layer.magnitude is not None]
+            if dora and len(found) > 1:
+                other = next(e.name for e, _, _ in found if e.name != dora[0])
+                raise UsageError(f"{dora[0]} is a DoRA adapter and {other} also changes {key[0]}.{key[1]}: DoRA "
+                                 f"renormalises the whole weight, so the two have no exact mix there; use "
+                                 f"{dora[0]} alone or with adapters on other layers")
         self.restore()
-        sums: dict[tuple[str, str], torch.Tensor] = {}
+        new: dict[tuple[str, str], torch.Tensor] = {}
         with torch.no_grad():
-            for e in entries:
-                for key, layer in e.data.layers.items():
-                    w = e.weight if layer.component == "unet" else e.text_weight
-                    if w == 0:
-                        continue
+            for key, found in parts.items():
+                weight = _module(self.pipe, *key).weight
+                total = None
+                for e, layer, w in found:
                     d = layer.delta()
-                    weight = _module(self.pipe, *key).weight
                     if d.shape != weight.shape:
                         raise UsageError(f"{e.name} does not fit this base: {key[0]}.{key[1]} is "
                                          f"{list(weight.shape)}, the adapter's update is {list(d.shape)}")
-                    sums[key] = sums[key].add_(d, alpha=w) if key in sums else d.mul_(w)
-            for key, d in sums.items():
+                    total = total.add_(d, alpha=w) if total is not None else d.mul_(w)
+                merged = weight.detach().float() + total.to(weight.device)  # restored above: W is pristine
+                if found[0][1].magnitude is not None:  # then it is the only one (checked above)
+                    merged = _dora(merged, found[0][1].magnitude)
+                new[key] = merged
+            for key, merged in new.items():
                 weight = _module(self.pipe, *key).weight
                 if key not in self.pristine:
                     self.pristine[key] = weight.detach().clone()
-                w0 = self.pristine[key]
-                weight.copy_((w0.float() + d.to(w0.device)).to(weight.dtype))
-        self.active = set(sums)
+                weight.copy_(merged.to(device=weight.device, dtype=weight.dtype))
+        self.active = set(new)
         self.current = mix
-        self.folds += bool(sums)
-        return {"layers": len(sums)}
+        self.folds += bool(new)
+        return {"layers": len(new)}
 
     def restore(self) -> None:
         import torch

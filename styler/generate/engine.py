@@ -63,7 +63,7 @@ class Session:
     pipe: object = None
     mixer: WeightMixer = None
     identity: dict = field(default_factory=dict)
-    loaded_tokens: set = field(default_factory=set)
+    loaded_tokens: dict = field(default_factory=dict)  # textual-inversion token -> (vectors, adapter id)
     placement: Placement = field(default_factory=Placement)
     _data_cache: dict = field(default_factory=dict)
     _variants: dict = field(default_factory=dict)
@@ -131,23 +131,40 @@ class Session:
         return recorded
 
     def _load_tokens(self, record: Adapter, data) -> None:
+        """Add a textual inversion's words and vectors as diffusers' `load_textual_inversion` does
+        (an n-vector token is the words token, token_1, …, token_{n-1}), and have the pipeline expand
+        the token in prompts into all n words (styler.adapters.ti), so all n vectors are used. A token
+        loaded earlier in this session by another adapter gets that adapter's vectors."""
         import torch
+
+        from ..adapters import ti
 
         tok, te = self.pipe.tokenizer, self.pipe.text_encoder
         for token, vectors in data.embeddings.items():
-            if token in self.loaded_tokens:
+            n = int(vectors.shape[0])
+            had, owner = self.loaded_tokens.get(token, (0, None))
+            if owner == record.id:
                 continue
-            tokens = [token] + [f"{token}_{i}" for i in range(1, vectors.shape[0])]
-            clash = [t for t in tokens if t in tok.get_vocab()]
-            if clash:
-                raise UsageError(f"{record.label}: token {clash[0]!r} is already a word of this base's tokenizer")
-            tok.add_tokens(tokens)
-            te.resize_token_embeddings(len(tok), mean_resizing=False)
+            tokens = ti.tokens_for(token, n)
+            if had and had != n:
+                raise UsageError(f"{record.label}: token {token!r} was loaded in this session with {had} "
+                                 f"vectors, this adapter has {n}; use it in a new command")
+            if not had:
+                fold = str.lower if ti.lowercases(tok) else str  # "<Ink>_1" is "<ink>_1" to CLIP's tokenizer
+                vocab = {fold(w) for w in tok.get_vocab()}
+                clash = [t for t in tokens if fold(t) in vocab]
+                if clash:
+                    raise UsageError(f"{record.label}: token {clash[0]!r} is already a word of this base's tokenizer")
+                tok.add_tokens(tokens)
+                te.resize_token_embeddings(len(tok), mean_resizing=False)
             emb = te.get_input_embeddings().weight
             with torch.no_grad():
                 for t, v in zip(tokens, vectors):
                     emb[tok.convert_tokens_to_ids(t)] = v.to(emb.dtype)
-            self.loaded_tokens.add(token)
+            self.loaded_tokens[token] = (n, record.id)
+        vectors = {token: n for token, (n, _) in self.loaded_tokens.items()}
+        for pipe in [self.pipe, *self._variants.values()]:
+            ti.install(pipe, vectors)
 
     def render(self, *, prompt: str, negative: str, seed: int, steps: int, guidance: float, width: int,
                height: int, image=None, strength: float | None = None, mask=None):
@@ -187,5 +204,7 @@ class Session:
 
             p = getattr(diffusers, cls_name)(**self.pipe.components, requires_safety_checker=False)
             p.set_progress_bar_config(disable=True)
+            if "maybe_convert_prompt" in vars(self.pipe):  # textual-inversion expansion (see _load_tokens)
+                p.maybe_convert_prompt = self.pipe.maybe_convert_prompt
             self._variants[cls_name] = p
         return self._variants[cls_name]

@@ -1,5 +1,15 @@
 """Generation parameters in PNG text chunks, the AUTOMATIC1111 way ("parameters", which civitai and
-most image browsers read) plus styler's own full record ("styler", compact JSON)."""
+most image browsers read) plus styler's own full record ("styler", compact JSON).
+
+What A1111 needs to make the image again (checked against its own code: modules/infotext_utils.py
+`parse_generation_parameters`, extensions-builtin/Lora `infotext_pasted`, modules/hashes.py):
+- LoRAs only take effect through `<lora:NAME:W>` tags in the prompt, so they are written there;
+- `Lora hashes: "NAME: HASH, …"` lets A1111 find the user's own copy of each LoRA whatever its file
+  is called (it looks the 12-digit hash up among its LoRAs and renames the tag); HASH is the addnet
+  (AutoV3) hash of the kohya export, see `styler.adapters.library.infotext_adapters`;
+- textual inversions are listed under `TI hashes` (sha256 of the whole file);
+- "Sampler" is the sampler's name alone and the sigma schedule goes in "Schedule type" (A1111 1.9+).
+"""
 
 from __future__ import annotations
 
@@ -23,11 +33,14 @@ A1111_SAMPLERS = {
     "euler": "Euler",
     "euler-a": "Euler a",
     "dpm++": "DPM++ 2M",
+    "dpm++-karras": "DPM++ 2M",
     "pndm": "PLMS",
     "lms": "LMS",
     "unipc": "UniPC",
     "ddpm": "DDPM",
 }
+#: styler scheduler name -> A1111 "Schedule type" (absent: A1111 reads "Automatic")
+A1111_SCHEDULES = {"dpm++-karras": "Karras", "dpm++": "Uniform"}  # A1111 1.9+ gives DPM++ 2M Karras by default
 
 PARAMETERS_KEY = "parameters"
 STYLER_KEY = "styler"
@@ -36,8 +49,10 @@ STYLER_KEY = "styler"
 @dataclass(frozen=True)
 class GenParams:
     """One generated image's settings. ``adapters``: dicts {name, weight, te_weight (optional),
-    hash (sha256 hex of the adapter file)}. ``extra``: anything else; ``extra["schedule_type"]``
-    becomes A1111's "Schedule type", ``extra["infotext"]`` (a dict) adds more A1111 key/value pairs."""
+    hash (the hash A1111 knows the file by), kind ("lora", the default, or "textual-inversion")};
+    `styler.adapters.library.infotext_adapters` makes them. ``extra``: anything else;
+    ``extra["schedule_type"]`` becomes A1111's "Schedule type" (else the sampler's own, e.g. Karras),
+    ``extra["infotext"]`` (a dict) adds more A1111 key/value pairs."""
 
     prompt: str
     steps: int
@@ -76,26 +91,33 @@ def _lora_alias(name: str) -> str:
     return str(name).replace(":", "").replace(",", "")  # as A1111 cleans names for "Lora hashes"
 
 
+def _is_ti(adapter: dict) -> bool:
+    return adapter.get("kind") == "textual-inversion"
+
+
 def lora_tag(adapter: dict) -> str:
-    """``<lora:name:w>``, or ``<lora:name:te:unet>`` (A1111's positional order) when te_weight differs."""
-    name, weight = adapter["name"], adapter.get("weight", 1.0)
+    """``<lora:name:w>``, or ``<lora:name:te:unet>`` (A1111's positional order) when te_weight differs.
+    The name is the one "Lora hashes" lists, so A1111's paste can match the two."""
+    name, weight = _lora_alias(adapter["name"]).replace(">", ""), adapter.get("weight", 1.0)
     te = adapter.get("te_weight")
     if te is None or float(te) == float(weight):
         return f"<lora:{name}:{_weight(weight)}>"
     return f"<lora:{name}:{_weight(te)}:{_weight(weight)}>"
 
 
-def a1111_parameters(p: GenParams, *, lora_tags_in_prompt: bool = False) -> str:
-    """The A1111 "parameters" text: prompt, optional "Negative prompt: ..." line, then the
-    comma-separated key/value line, in A1111's key order."""
+def a1111_parameters(p: GenParams, *, lora_tags_in_prompt: bool = True) -> str:
+    """The A1111 "parameters" text: prompt (with a ``<lora:…>`` tag per LoRA: A1111 applies LoRAs
+    only from tags), optional "Negative prompt: ..." line, then the comma-separated key/value line,
+    in A1111's key order."""
     prompt = p.prompt
-    if lora_tags_in_prompt and p.adapters:
-        tags = " ".join(lora_tag(a) for a in p.adapters)
+    loras = [a for a in p.adapters if not _is_ti(a)]
+    if lora_tags_in_prompt and loras:
+        tags = " ".join(lora_tag(a) for a in loras)
         prompt = f"{prompt} {tags}" if prompt else tags
     pairs: dict[str, Any] = {
         "Steps": p.steps,
         "Sampler": A1111_SAMPLERS.get(p.sampler, p.sampler),
-        "Schedule type": p.extra.get("schedule_type"),
+        "Schedule type": p.extra.get("schedule_type") or A1111_SCHEDULES.get(p.sampler),
         "CFG scale": _num(p.guidance),
         "Seed": p.seed,
         "Size": f"{p.width}x{p.height}",
@@ -104,8 +126,11 @@ def a1111_parameters(p: GenParams, *, lora_tags_in_prompt: bool = False) -> str:
         "Denoising strength": _num(p.strength) if p.strength is not None and p.kind != "txt2img" else None,
     }
     pairs.update(p.extra.get("infotext") or {})
-    hashes = [f"{_lora_alias(a['name'])}: {str(a['hash'])[:12]}" for a in p.adapters if a.get("hash")]
-    pairs["Lora hashes"] = ", ".join(hashes) or None
+    def hashes(entries):  # A1111 shows the first 12 hex digits (its "shorthash")
+        return ", ".join(f"{_lora_alias(a['name'])}: {str(a['hash'])[:12]}" for a in entries if a.get("hash")) or None
+
+    pairs["Lora hashes"] = hashes(loras)
+    pairs["TI hashes"] = hashes([a for a in p.adapters if _is_ti(a)])
     pairs["Version"] = f"styler {__version__}"
     line = ", ".join(f"{k}: {_quote(v)}" for k, v in pairs.items() if v is not None and v != "")
     negative = f"\nNegative prompt: {p.negative}" if p.negative else ""
@@ -169,7 +194,7 @@ def _png_ready(image: Image.Image) -> Image.Image:
 
 
 def save_png(image: Image.Image, path_or_buffer: str | os.PathLike | BinaryIO, params: GenParams,
-             styler_record: dict | None, *, lora_tags_in_prompt: bool = False) -> None:
+             styler_record: dict | None, *, lora_tags_in_prompt: bool = True) -> None:
     """Write ``image`` as PNG with a "parameters" chunk (A1111 text) and a "styler" chunk (compact
     JSON). Same inputs give the same bytes (no time chunk). A path is written atomically."""
     info = PngImagePlugin.PngInfo()

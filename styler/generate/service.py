@@ -213,6 +213,7 @@ def render_and_store(jobs: list[tuple[Request, int]], session: Session, recorded
 
 def _store(req: Request, seed: int, img, session: Session, recorded, reg: Registry, blobs: BlobStore,
            content_blob, mask_blob, transfer: bool, out_path: Path | None) -> Output:
+    from ..adapters.library import infotext_adapters
     from .pngmeta import GenParams, save_png
 
     record = Output(kind=req.kind, prompt=req.prompt, negative=req.negative, seed=seed, steps=req.steps,
@@ -224,8 +225,7 @@ def _store(req: Request, seed: int, img, session: Session, recorded, reg: Regist
     params = GenParams(prompt=req.prompt, negative=req.negative, steps=req.steps, guidance=req.guidance,
                        seed=seed, width=img.width, height=img.height, sampler=req.scheduler,
                        model_name=session.identity.get("name", ""), model_hash=session.identity.get("hash", ""),
-                       adapters=[{"name": a["name"], "weight": a["weight"], "te_weight": a["te_weight"],
-                                  "hash": a["hash"]} for a in recorded],
+                       adapters=infotext_adapters(recorded, registry=reg),
                        strength=req.strength if transfer else None, kind=req.kind)
     buf = io.BytesIO()
     save_png(img, buf, params, recipe(record))

@@ -120,6 +120,10 @@ class LoraMethod(Method):
 
         unet_layers = get_peft_model_state_dict(self.pipe.unet)
         te_layers = get_peft_model_state_dict(self.pipe.text_encoder) if self.cfg.text_encoder else None
+        if te_layers:  # text_encoder.text_model.… keys, what transformers 4, older diffusers and ComfyUI read
+            from ..adapters.formats import text_model_keys
+
+            te_layers = text_model_keys(te_layers)
         with tempfile.TemporaryDirectory(dir=path.parent if path.parent.exists() else None) as tmp:
             # Raw peft keys on purpose: convert_state_dict_to_diffusers drops attention keys once conv
             # layers are targeted (shared/DESIGN.md); load_lora_weights accepts peft keys as they are.
@@ -192,8 +196,12 @@ class TextualInversionMethod(Method):
             self.embedding[self.keep] = self.frozen_rows[self.keep].to(self.embedding.dtype)
 
     def caption(self, text: str) -> str:
-        words = " ".join(self.tokens)
-        return text if self.token in text.split(", ")[0].split() else f"{words}, {text}" if text else words
+        # all N words wherever the caption names the token (the importer puts it first), else in front
+        from ..adapters import ti
+
+        tokenizer = getattr(getattr(self, "pipe", None), "tokenizer", None)
+        ignore_case = ti.lowercases(tokenizer) if tokenizer is not None else False
+        return ti.caption(text, self.token, len(self.tokens), ignore_case=ignore_case)
 
     def vectors(self):
         return self.embedding.detach()[self.ids].float().cpu().clone()

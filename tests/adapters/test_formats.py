@@ -2,6 +2,8 @@
 what diffusers' own loader makes of the exports, base-compatibility checks, refused inputs."""
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +14,7 @@ from safetensors.torch import save_file
 from styler.adapters.formats import (check_compatible, detect_format, model_module_names, read_adapter,
                                      write_adapter)
 from styler.adapters.lora import AdapterData, LoraLayer
-from styler.errors import InputError
+from styler.errors import InputError, UsageError
 
 Q = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"
 CONV = "down_blocks.0.resnets.0.conv1"
@@ -168,11 +170,22 @@ def test_dora_magnitudes_carried(base_pipe, tmp_path):
               ("unet", CONV): LoraLayer("unet", CONV, torch.randn(2, 32, 3, 3, generator=g),
                                         torch.randn(32, 2, 1, 1, generator=g), 1.0, torch.rand(32, generator=g) + 0.5)}
     data = AdapterData("lora", layers=layers)
-    for fmt in ("peft", "kohya", "diffusers"):
+    for fmt in ("peft", "diffusers"):
         back = read_adapter(write_adapter(data, tmp_path / f"dora-{fmt}.safetensors", fmt))
         for key, layer in layers.items():
             assert torch.equal(back.layers[key].magnitude, layer.magnitude), (fmt, key)
+    # A1111 (extensions-builtin/Lora/network.py apply_weight_decompose) and ComfyUI (comfy/lora.py
+    # weight_decompose, commit 41444b52) both divide .dora_scale by the norm of each input column of
+    # W + ΔW; peft's magnitude is per output row, so a kohya file would be applied wrongly: refused
+    with pytest.raises(UsageError, match=r"DoRA layer: a kohya file has no place for it .*--format peft or diffusers"):
+        write_adapter(data, tmp_path / "dora-kohya.safetensors", "kohya")
+    assert not (tmp_path / "dora-kohya.safetensors").exists()
     stem = "lora_unet_" + Q.replace(".", "_")
+    # a kohya/LyCORIS file with per-output-row scales ([out, 1], LyCORIS wd_on_out) is read as peft's DoRA
+    save_file({f"{stem}.lora_down.weight": torch.zeros(2, 32), f"{stem}.lora_up.weight": torch.zeros(32, 2),
+               f"{stem}.dora_scale": layers[("unet", Q)].magnitude.reshape(32, 1)}, tmp_path / "out-side.safetensors")
+    assert torch.equal(read_adapter(tmp_path / "out-side.safetensors").layers[("unet", Q)].magnitude,
+                       layers[("unet", Q)].magnitude)
     save_file({f"{stem}.lora_down.weight": torch.zeros(2, 32), f"{stem}.lora_up.weight": torch.zeros(32, 2),
                f"{stem}.dora_scale": torch.ones(1, 32)}, tmp_path / "in-side.safetensors")
     with pytest.raises(InputError, match=r"DoRA scale of shape \[1, 32\]"):
@@ -241,7 +254,7 @@ def test_diffusers_export_bakes_alpha_and_older_layouts_read(trained, tmp_path):
     out = write_adapter(data, tmp_path / "d.safetensors", "diffusers")
     with safe_open(str(out), "pt") as f:
         assert f"unet.{Q}.lora.down.weight" in f.keys()
-        assert f"text_encoder.{TE_Q}.lora_linear_layer.up.weight" in f.keys()
+        assert f"text_encoder.text_model.{TE_Q}.lora_linear_layer.up.weight" in f.keys()
     back = read_adapter(out)
     assert back.format == "diffusers" and {l.alpha for l in back.layers.values()} == {4.0}
     assert "lora_adapter_metadata" not in back.metadata  # it would rescale the baked weights in diffusers
@@ -365,3 +378,171 @@ def test_other_bad_paths(tmp_path):
     (tmp_path / "broken.safetensors").write_bytes(b"\x00" * 3)
     with pytest.raises(InputError, match="not a readable .safetensors"):
         read_adapter(tmp_path / "broken.safetensors")
+
+
+# ---------------------------------------------------------------- files other programs read
+
+
+def test_written_files_get_the_umask_permissions(tmp_path, trained):
+    # mkstemp made them 0600, so another user's A1111/ComfyUI could not read an export
+    old = os.umask(0o022)
+    try:
+        data = read_adapter(trained[0])
+        modes = {fmt: write_adapter(data, tmp_path / f"m-{fmt}.safetensors", fmt).stat().st_mode & 0o777
+                 for fmt in ("kohya", "peft", "diffusers")}
+    finally:
+        os.umask(old)
+    assert modes == {"kohya": 0o644, "peft": 0o644, "diffusers": 0o644}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m-diffusers.safetensors", "m-kohya.safetensors",
+                                                          "m-peft.safetensors"]
+
+
+def test_text_encoder_keys_have_text_model_paths(trained, tmp_path):
+    # Verified against ComfyUI's comfy/lora.py (model_lora_keys_clip, commit 41444b52): it maps
+    # "text_encoder.text_model.encoder.layers.N.<module>" (+ .lora_A/.lora_B, .lora.up, .lora_linear_layer)
+    # and nothing without text_model.; diffusers 0.32 + transformers 4.47 fail on the old keys (IndexError).
+    data = read_adapter(trained[0])
+    for fmt, inner in (("peft", "lora_A.weight"), ("diffusers", "lora_linear_layer.down.weight")):
+        out = write_adapter(data, tmp_path / f"te-{fmt}.safetensors", fmt)
+        with safe_open(str(out), "pt") as f:
+            te = [k for k in f.keys() if k.startswith("text_encoder.")]
+        assert te and all(k.startswith("text_encoder.text_model.encoder.layers.") for k in te), te[:3]
+        assert f"text_encoder.text_model.{TE_Q}.{inner}" in te
+        assert set(read_adapter(out).layers) == set(data.layers)  # and read back to live paths
+    with safe_open(str(trained[0]), "pt") as f:  # styler's own file, as training writes it
+        te = [k for k in f.keys() if k.startswith("text_encoder.")]
+    assert te and all(k.startswith("text_encoder.text_model.") for k in te)
+    # files with transformers-5 paths (what styler wrote before) still read, alpha patterns in either form
+    down, up = torch.randn(2, 32), torch.randn(32, 2)
+    meta = {"lora_adapter_metadata": json.dumps({"text_encoder.r": 2, "text_encoder.lora_alpha": 2.0,
+                                                 "text_encoder.alpha_pattern": {f"text_model.{TE_Q}": 1.0}})}
+    for prefix in ("", "text_model."):
+        p = tmp_path / f"old-{prefix or 'none'}.safetensors"
+        save_file({f"text_encoder.{prefix}{TE_Q}.lora_A.weight": down, f"text_encoder.{prefix}{TE_Q}.lora_B.weight": up}, p,
+                  metadata=meta)
+        layer = read_adapter(p).layers[("text_encoder", TE_Q)]
+        assert layer.alpha == 1.0 and torch.equal(layer.up, up)
+
+
+def _big_adapter(n=12) -> AdapterData:
+    g = torch.Generator().manual_seed(1)
+    layers = {}
+    for i in range(n):  # 12 layers of 2·16·1024 floats: 1.5 MiB, past kohya's 1 MiB legacy-hash offset
+        m = f"down_blocks.{i}.attentions.0.transformer_blocks.0.attn1.to_q"
+        layers[("unet", m)] = LoraLayer("unet", m, torch.randn(16, 1024, generator=g),
+                                        torch.randn(1024, 16, generator=g), 8.0)
+    return AdapterData("lora", layers=layers, metadata={"styler.adapter": "big@1", "ss_note": "书法, \"q\"\n"})
+
+
+def test_kohya_export_is_byte_deterministic_with_kohya_hashes(tmp_path):
+    import hashlib
+    import subprocess
+    import sys
+
+    from safetensors.torch import save
+
+    from styler.adapters.formats import addnet_hash
+
+    code = ("import sys; from tests.adapters.test_formats import _big_adapter; "
+            "from styler.adapters.formats import write_adapter; write_adapter(_big_adapter(), sys.argv[1], 'kohya')")
+    outs = [tmp_path / f"k{i}.safetensors" for i in range(2)]
+    for out in outs:  # safetensors' own writer orders metadata differently in every process
+        subprocess.run([sys.executable, "-c", code, str(out)], check=True, cwd=Path(__file__).parents[2])
+    raw = outs[0].read_bytes()
+    assert raw == outs[1].read_bytes() == write_adapter(_big_adapter(), tmp_path / "k.safetensors", "kohya").read_bytes()
+    # kohya-ss/sd-scripts library/train_util.py (commit 48d368fa), run on this file: sshs_model_hash is
+    # addnet_hash_safetensors = sha256 of everything after the 8-byte length and the JSON header (A1111
+    # keeps it as the LoRA's hash, civitai's AutoV3); sshs_legacy_hash is sha256 of the 64 KiB at 1 MiB of
+    # safetensors.torch.save(tensors, the ss_* metadata only), 8 hex digits.
+    n = int.from_bytes(raw[:8], "little")
+    with safe_open(str(outs[0]), "pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    assert meta["sshs_model_hash"] == hashlib.sha256(raw[8 + n:]).hexdigest() == addnet_hash(raw)
+    ss_only = save(tensors, {k: v for k, v in meta.items() if k.startswith("ss_")})
+    assert meta["sshs_legacy_hash"] == hashlib.sha256(ss_only[0x100000:0x110000]).hexdigest()[:8]
+    assert meta["sshs_legacy_hash"] != hashlib.sha256(b"").hexdigest()[:8]  # the file is past 1 MiB
+    assert meta["ss_note"] == "书法, \"q\"\n" and json.loads(raw[8:8 + n])  # a header safetensors reads
+    # stale hashes of another file are never carried into an export
+    stale = AdapterData("lora", _big_adapter(2).layers, metadata={"sshs_model_hash": "0" * 64, "sshs_legacy_hash": "0" * 8})
+    out = write_adapter(stale, tmp_path / "s.safetensors", "peft")
+    assert not any(k.startswith("sshs_") for k in safe_open(str(out), "pt").metadata())
+    k = write_adapter(stale, tmp_path / "s-k.safetensors", "kohya")
+    assert safe_open(str(k), "pt").metadata()["sshs_model_hash"] == addnet_hash(k.read_bytes())
+
+
+# SGM/LDM UNet names (the original Stable Diffusion layout), written here from the layout itself:
+# input_blocks[1 + b·(L+1) + l] = [ResBlock, SpatialTransformer], input_blocks[(b+1)·(L+1)] = [Downsample "op"],
+# middle_block = [Res, Attn, Res], output_blocks[b·(L+1) + l] = [Res, Attn, Upsample "conv" (index 1 without
+# attention)]; ResBlock in_layers.2 / emb_layers.1 / out_layers.3 / skip_connection = conv1 / time_emb_proj /
+# conv2 / conv_shortcut. diffusers' lora_state_dict (0.42, _maybe_map_sgm_blocks_to_diffusers) reads them so.
+_RES = {"conv1": "in_layers_2", "time_emb_proj": "emb_layers_1", "conv2": "out_layers_3", "conv_shortcut": "skip_connection"}
+
+
+def _ldm_name(module: str, names: set, L: int) -> str | None:
+    p = module.split(".")
+    inner = {"resnets": 0, "attentions": 1}
+    if p[0] == "down_blocks":
+        b = int(p[1])
+        if p[2] == "downsamplers":
+            return f"input_blocks_{(b + 1) * (L + 1)}_0_op"
+        head, rest = f"input_blocks_{1 + b * (L + 1) + int(p[3])}_{inner[p[2]]}", p[4:]
+    elif p[0] == "mid_block":
+        head, rest = {"resnets.0": "middle_block_0", "attentions.0": "middle_block_1",
+                      "resnets.1": "middle_block_2"}[f"{p[1]}.{p[2]}"], p[3:]
+    elif p[0] == "up_blocks":
+        b = int(p[1])
+        if p[2] == "upsamplers":
+            attn = any(n.startswith(f"up_blocks.{b}.attentions.") for n in names)
+            return f"output_blocks_{b * (L + 1) + L}_{2 if attn else 1}_conv"
+        head, rest = f"output_blocks_{b * (L + 1) + int(p[3])}_{inner[p[2]]}", p[4:]
+    else:
+        return None
+    if "resnets" in p[:3]:
+        rest = [_RES[".".join(rest)]]
+    return f"{head}_{'_'.join(rest)}"
+
+
+def test_kohya_and_locon_files_with_ldm_unet_names_read_as_diffusers_converts_them(base_pipe, tmp_path):
+    names = model_module_names(base_pipe)
+    unet = {n: m for n, m in base_pipe.unet.named_modules() if n in names["unet"]}
+    g = torch.Generator().manual_seed(3)
+    tensors, expect = {}, {}
+    for module, mod in sorted(unet.items()):
+        ldm = _ldm_name(module, set(unet), L=1)  # the tiny UNet has layers_per_block 1
+        if ldm is None:
+            continue
+        w = mod.weight
+        down = torch.randn(2, *w.shape[1:], generator=g)  # LoCon: a full-size conv down, a 1x1 up
+        up = torch.randn(w.shape[0], 2, *([1, 1] if w.dim() == 4 else []), generator=g)
+        stem = f"lora_unet_{ldm}"
+        tensors.update({f"{stem}.lora_down.weight": down, f"{stem}.lora_up.weight": up, f"{stem}.alpha": torch.tensor(1.0)})
+        expect[("unet", module)] = (down, up)
+    te = "lora_te_text_model_encoder_layers_0_self_attn_q_proj"
+    tensors.update({f"{te}.lora_down.weight": torch.ones(2, 32), f"{te}.lora_up.weight": torch.ones(32, 2)})
+    kinds = {m.rsplit(".", 1)[-1] for _, m in expect}
+    assert {"to_q", "proj_in", "conv1", "conv2", "time_emb_proj", "conv"} <= kinds  # also up/down samplers
+    assert any("conv_shortcut" in m for _, m in expect) and any(".downsamplers." in m for _, m in expect)
+    p = tmp_path / "ldm.safetensors"
+    save_file(tensors, p)
+    assert detect_format(p) == "kohya"
+    data = read_adapter(p, module_names=names)
+    assert set(data.layers) == set(expect) | {("text_encoder", TE_Q)}
+    for key, (down, up) in expect.items():
+        layer = data.layers[key]
+        assert torch.equal(layer.down, down) and torch.equal(layer.up, up) and layer.alpha == 1.0, key
+    check_compatible(data, base_pipe)
+    # without the base's module list: SD-1.5 (layers_per_block 2) as diffusers maps it
+    sd15 = {"input_blocks_1_1_proj_in": "down_blocks.0.attentions.0.proj_in",
+            "input_blocks_3_0_op": "down_blocks.0.downsamplers.0.conv",
+            "input_blocks_4_0_skip_connection": "down_blocks.1.resnets.0.conv_shortcut",
+            "middle_block_1_transformer_blocks_0_attn2_to_out_0": "mid_block.attentions.0.transformer_blocks.0.attn2.to_out.0",
+            "middle_block_2_emb_layers_1": "mid_block.resnets.1.time_emb_proj",
+            "output_blocks_2_1_conv": "up_blocks.0.upsamplers.0.conv",
+            "output_blocks_3_0_in_layers_2": "up_blocks.1.resnets.0.conv1",
+            "output_blocks_8_2_conv": "up_blocks.2.upsamplers.0.conv",
+            "output_blocks_11_1_transformer_blocks_0_ff_net_2": "up_blocks.3.attentions.2.transformer_blocks.0.ff.net.2"}
+    tensors = {}
+    for flat in sd15:
+        tensors.update({f"lora_unet_{flat}.lora_down.weight": torch.zeros(1, 4), f"lora_unet_{flat}.lora_up.weight": torch.zeros(4, 1)})
+    save_file(tensors, tmp_path / "sd15-ldm.safetensors")
+    assert set(read_adapter(tmp_path / "sd15-ldm.safetensors").layers) == {("unet", m) for m in sd15.values()}

@@ -111,15 +111,118 @@ def test_wrong_architecture_names_the_layer_and_shapes(pipe):
     assert all(torch.equal(v, before[k]) for k, v in _weights(pipe).items())
 
 
-def test_dora_is_refused_and_duplicates_and_large_weights_are_caught(pipe):
+def test_duplicates_and_large_weights_are_caught(pipe):
     a = _fake_lora(pipe, 8, rank=2, alpha=2.0, suffixes=("to_q",))
-    key, layer = next(iter(a.layers.items()))
-    dora = AdapterData("lora", {key: LoraLayer(layer.component, layer.module, layer.down, layer.up, 2.0,
-                                               magnitude=torch.ones(layer.up.shape[0]))})
-    with pytest.raises(UsageError, match="DoRA"):
-        WeightMixer(pipe).apply([MixEntry("d", dora, 0.5)])
     with pytest.raises(UsageError, match="twice"):
         check_weights([MixEntry("a", a, 0.5), MixEntry("a", a, 0.5)], print)
     warnings = []
     check_weights([MixEntry("a", a, 2.5)], warnings.append)
     assert warnings and "2.5" in warnings[0]
+
+
+# ---------------------------------------------------------------- DoRA
+
+DORA_MODULES = ("down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q",  # Linear
+                "down_blocks.0.resnets.0.conv1",  # Conv2d 3x3
+                "up_blocks.1.attentions.0.proj_in")
+
+
+def _dora(pipe, seed=11):
+    """DoRA layers on two UNet modules and one text-encoder module, magnitudes near the weight norms."""
+    g = torch.Generator().manual_seed(seed)
+    layers = {}
+    for comp, name in [("unet", m) for m in DORA_MODULES] + [("text_encoder", "encoder.layers.0.self_attn.q_proj")]:
+        w = getattr(pipe, comp).get_submodule(name).weight
+        down = torch.randn(2, *w.shape[1:], generator=g) * 0.3
+        up = torch.randn(w.shape[0], 2, *([1, 1] if w.dim() == 4 else []), generator=g) * 0.3
+        norm = w.detach().flatten(1).norm(dim=1)
+        layers[(comp, name)] = LoraLayer(comp, name, down, up, 3.0, norm * (1 + 0.3 * torch.rand(norm.shape, generator=g)))
+    return AdapterData("lora", layers)
+
+
+def _inputs(pipe, key, seed=0):
+    mod = getattr(pipe, key[0]).get_submodule(key[1])
+    mod = getattr(mod, "base_layer", mod)
+    g = torch.Generator().manual_seed(seed)
+    if isinstance(mod, torch.nn.Conv2d):
+        return torch.randn(2, mod.in_channels, 8, 8, generator=g)
+    return torch.randn(3, 5, mod.in_features, generator=g)
+
+
+def test_a_dora_adapter_folds_to_what_peft_computes_unfused(pipe, tmp_path):
+    """peft's own DoRA forward, loaded from the peft-format file by diffusers' load_lora_weights and
+    scaled by set_adapters, against styler's fold W' = m·(W + w·ΔW)/‖W + w·ΔW‖ per output row."""
+    from styler.adapters.formats import write_adapter
+
+    data = _dora(pipe)
+    path = write_adapter(data, tmp_path / "dora.safetensors", "peft")
+    before = _weights(pipe)
+    for w in (1.0, 0.5, -0.7, 1.8):
+        mixer = WeightMixer(pipe)
+        mixer.apply([MixEntry("d", data, w)])
+        with torch.no_grad():
+            folded = {k: getattr(pipe, k[0]).get_submodule(k[1])(_inputs(pipe, k)) for k in data.layers}
+        mixer.restore()
+        assert all(torch.equal(v, before[k]) for k, v in _weights(pipe).items())
+        pipe.load_lora_weights(str(path), adapter_name="d")
+        try:
+            pipe.set_adapters(["d"], [w])
+            for key in data.layers:
+                mod = getattr(pipe, key[0]).get_submodule(key[1])
+                assert mod.use_dora["d"], key  # peft's DoRA layer, not a plain LoRA
+                with torch.no_grad():
+                    ref = mod(_inputs(pipe, key))
+                torch.testing.assert_close(folded[key], ref, rtol=1e-5, atol=2e-5, msg=f"{key} at weight {w}")
+        finally:
+            pipe.unload_lora_weights()
+    assert all(torch.equal(v, before[k]) for k, v in _weights(pipe).items())
+
+
+def test_dora_formula_and_weight_zero(pipe):
+    data = _dora(pipe, seed=12)
+    before = _weights(pipe)
+    mixer = WeightMixer(pipe)
+    mixer.apply([MixEntry("d", data, 0.6, te_weight=0.25)])
+    for key, layer in data.layers.items():
+        w = 0.6 if key[0] == "unet" else 0.25
+        v = before[(key[0], key[1] + ".weight")].double() + w * layer.delta().double()
+        ref = v * (layer.magnitude.double() / v.flatten(1).norm(dim=1)).reshape(-1, *[1] * (v.dim() - 1))
+        after = getattr(pipe, key[0]).get_submodule(key[1]).weight
+        torch.testing.assert_close(after.double(), ref, rtol=0, atol=1e-6)
+        bias = key[1] + ".bias"
+        if (key[0], bias) in before:
+            assert torch.equal(_weights(pipe)[(key[0], bias)], before[(key[0], bias)])  # bias unchanged
+    mixer.apply([MixEntry("d", data, 0.0)])  # weight 0: the base as it is
+    assert all(torch.equal(v, before[k]) for k, v in _weights(pipe).items())
+    mixer.restore()
+
+
+def test_dora_mixes_exactly_with_adapters_on_other_layers_and_is_refused_on_shared_ones(pipe):
+    dora = _dora(pipe, seed=13)
+    other = _fake_lora(pipe, 14, rank=2, alpha=2.0, suffixes=("to_v",))  # no module in common
+    assert not set(other.layers) & set(dora.layers)
+    mixer = WeightMixer(pipe)
+    mixer.apply([MixEntry("d", dora, 0.8)])
+    alone = _weights(pipe)
+    mixer.apply([MixEntry("o", other, 0.5)])
+    other_alone = _weights(pipe)
+    mixer.apply([MixEntry("d", dora, 0.8), MixEntry("o", other, 0.5)])
+    both = _weights(pipe)
+    for k, v in both.items():
+        module = (k[0], k[1].rsplit(".", 1)[0])
+        expect = alone[k] if module in dora.layers else other_alone[k]
+        assert torch.equal(v, expect), k
+    mixer.restore()
+    shared = _fake_lora(pipe, 15, rank=2, alpha=2.0, suffixes=("attn1.to_q",))
+    before = _weights(pipe)
+    for entries in ([MixEntry("d", dora, 0.8), MixEntry("s", shared, 0.5)],
+                    [MixEntry("s", shared, 0.5), MixEntry("d", dora, 0.8)],
+                    [MixEntry("d", dora, 0.8), MixEntry("d2", _dora(pipe, seed=16), 0.3)]):
+        with pytest.raises(UsageError) as err:
+            WeightMixer(pipe).apply(entries)
+        assert "\n" not in err.value.message and "is a DoRA adapter and" in err.value.message
+        assert "no exact mix" in err.value.message and f"unet.{DORA_MODULES[0]}" in err.value.message
+    assert all(torch.equal(v, before[k]) for k, v in _weights(pipe).items())
+    mixer.apply([MixEntry("d", dora, 0.8), MixEntry("s", shared, 0.0)])  # weight 0 takes no part
+    assert all(torch.equal(v, alone[k]) for k, v in _weights(pipe).items())
+    mixer.restore()

@@ -120,3 +120,56 @@ def test_bad_input(styled, args, code, fragment):
     assert r.exit_code == code, (r.stdout, r.stderr)
     assert fragment in r.stderr
     assert len(Registry().all(Adapter)) == before
+
+
+# ------------------------------------------------------------------------- what A1111 and civitai read
+
+
+def test_png_infotext_names_loras_as_a1111_hashes_the_installed_kohya_export(styled, tmp_path, monkeypatch):
+    import hashlib
+    import os
+
+    from PIL import Image
+    from safetensors import safe_open
+
+    from styler.generate.pngmeta import parse_a1111_parameters, parse_lora_hashes
+
+    r = run_cli("generate", "a cat", *FAST, "--adapter", "ink=0.7", "--adapter", "anime=0.5",
+                "--scheduler", "dpm++-karras", "--out", tmp_path / "png", "--json")
+    (oid,) = ids(r)
+    text = Image.open(tmp_path / "png" / f"{oid}.png").info["parameters"]
+    assert text.startswith("a cat <lora:ink-v1:0.7> <lora:anime-v1:0.5>\nSteps: 3, Sampler: DPM++ 2M, Schedule type: Karras,")
+    monkeypatch.chdir(tmp_path)
+    old = os.umask(0o022)
+    try:
+        assert run_cli("adapters", "export", "ink").exit_code == 0  # default name: the name in the tag
+        assert run_cli("adapters", "export", "ink", "--out", tmp_path / "again.safetensors").exit_code == 0
+    finally:
+        os.umask(old)
+    installed = tmp_path / "ink-v1.safetensors"
+    raw = installed.read_bytes()
+    assert raw == (tmp_path / "again.safetensors").read_bytes()  # the same adapter, the same bytes
+    assert installed.stat().st_mode & 0o777 == 0o644  # other users' A1111/ComfyUI can read it
+    # A1111 (modules/hashes.py addnet_hash_safetensors, extensions-builtin/Lora/network.py): a LoRA's hash
+    # is sshs_model_hash from its metadata, else sha256 of the bytes after the header; 12 digits are shown
+    n = int.from_bytes(raw[:8], "little")
+    autov3 = hashlib.sha256(raw[8 + n:]).hexdigest()
+    with safe_open(str(installed), "pt") as f:
+        meta = f.metadata()
+    assert meta["sshs_model_hash"] == autov3 and meta["ss_output_name"] == "ink-v1"
+    hashes = parse_lora_hashes(parse_a1111_parameters(text)["Lora hashes"])
+    assert hashes["ink-v1"] == autov3[:12] and len(hashes) == 2
+
+
+def test_a_dora_adapter_generates_alone_at_any_weight_and_mixes_only_where_exact(styled):
+    r = run_cli("train", "ink", "--base", "tiny", "--resolution", "32", "--steps", "2", "--lr", "5e-2", "--rank", "2",
+                "--dora", "--text-encoder", "--name", "ink-dora")
+    assert r.exit_code == 0, r.stderr
+    (base,) = ids(run_cli("generate", "a cat", *FAST, "--json"))
+    (one,) = ids(run_cli("generate", "a cat", *FAST, "--adapter", "ink-dora", "--json"))
+    (half,) = ids(run_cli("generate", "a cat", *FAST, "--adapter", "ink-dora=0.5", "--te-scale", "0.2", "--json"))
+    assert np.abs(pixels(styled, one) - pixels(styled, base)).max() > 0
+    assert np.abs(pixels(styled, half) - pixels(styled, one)).max() > 0
+    r = run_cli("mix", "ink-dora=0.5", "anime=0.5", "a cat", *FAST)  # both change the attention layers
+    assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "ink-dora@1 is a DoRA adapter and anime@1 also changes unet." in r.stderr and "no exact mix" in r.stderr

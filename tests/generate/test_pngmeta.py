@@ -50,17 +50,46 @@ def test_txt2img_text_exact():
 
 def test_img2img_text_exact_with_negative_and_two_loras():
     assert a1111_parameters(img2img()) == (
-        "portrait of a woman\n"
+        "portrait of a woman <lora:anime:0.8> <lora:watercolor:0.3:0.5>\n"
         "Negative prompt: blurry, lowres\n"
         "Steps: 25, Sampler: Euler a, Schedule type: Karras, CFG scale: 7.0, Seed: 1234, Size: 768x512, "
         "Model hash: 6ce0161689, Model: sd15, Denoising strength: 0.6, "
         f'Lora hashes: "anime: 0123456789ab, watercolor: fedcba987654", {VERSION}')
 
 
-def test_lora_tags_only_on_request():
-    assert "<lora:" not in a1111_parameters(img2img())
-    first = a1111_parameters(img2img(), lora_tags_in_prompt=True).split("\n")[0]
+def test_lora_tags_are_in_the_prompt_because_a1111_applies_loras_only_from_tags():
+    # A1111 (extensions-builtin/Lora extra_networks_lora.py) reads <lora:NAME:TE:UNET> positionally
+    first = a1111_parameters(img2img()).split("\n")[0]
     assert first == "portrait of a woman <lora:anime:0.8> <lora:watercolor:0.3:0.5>"
+    assert a1111_parameters(img2img(), lora_tags_in_prompt=False).split("\n")[0] == "portrait of a woman"
+
+
+ANIME_A1111 = "d8ea84448674" + "0" * 52  # an addnet (AutoV3) hash; A1111 shows its first 12 digits
+TI_SHA = "fd0d89816255" + "1" * 52
+
+
+def test_a1111_infotext_with_a_lora_a_textual_inversion_and_karras_exact():
+    # the strings A1111's own parse_generation_parameters (modules/infotext_utils.py, stored version at
+    # commit 03650022) was run on: every field below came back, and its Lora infotext_pasted matched the
+    # tag to the installed file through the 12-digit hash
+    p = GenParams(prompt="a <Ink> cat", negative="blurry", steps=20, guidance=7.5, seed=5, width=512, height=512,
+                  sampler="dpm++-karras", model_name="sd15", model_hash=MODEL_SHA,
+                  adapters=[{"name": "ink-lora-v2", "weight": 0.8, "te_weight": 0.8, "hash": ANIME_A1111, "kind": "lora"},
+                            {"name": "<Ink>", "weight": 1.0, "hash": TI_SHA, "kind": "textual-inversion"}])
+    text = a1111_parameters(p)
+    assert text == (
+        "a <Ink> cat <lora:ink-lora-v2:0.8>\n"
+        "Negative prompt: blurry\n"
+        "Steps: 20, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7.5, Seed: 5, Size: 512x512, "
+        'Model hash: 6ce0161689, Model: sd15, Lora hashes: "ink-lora-v2: d8ea84448674", '
+        f'TI hashes: "<Ink>: fd0d89816255", {VERSION}')
+    parsed = parse_a1111_parameters(text)
+    assert parsed["prompt"] == "a <Ink> cat <lora:ink-lora-v2:0.8>" and parsed["Schedule type"] == "Karras"
+    assert parse_lora_hashes(parsed["Lora hashes"]) == {"ink-lora-v2": "d8ea84448674"}
+    assert parse_lora_hashes(parsed["TI hashes"]) == {"<Ink>": "fd0d89816255"}
+    # plain dpm++ is not Karras: A1111 1.9+ would read a missing Schedule type as DPM++ 2M's default, Karras
+    plain = a1111_parameters(GenParams(prompt="x", steps=1, guidance=1.0, seed=0, width=8, height=8, sampler="dpm++"))
+    assert "Sampler: DPM++ 2M, Schedule type: Uniform," in plain
 
 
 def test_strength_ignored_for_txt2img_and_sampler_names():
@@ -69,12 +98,13 @@ def test_strength_ignored_for_txt2img_and_sampler_names():
     assert "Denoising strength" not in text and "Sampler: DPM++ 2M," in text
     assert "Model hash" not in text and "Model:" not in text  # no model given: left out, like A1111
     assert A1111_SAMPLERS == {"ddim": "DDIM", "euler": "Euler", "euler-a": "Euler a", "dpm++": "DPM++ 2M",
-                              "pndm": "PLMS", "lms": "LMS", "unipc": "UniPC", "ddpm": "DDPM"}
+                              "dpm++-karras": "DPM++ 2M", "pndm": "PLMS", "lms": "LMS", "unipc": "UniPC",
+                              "ddpm": "DDPM"}
 
 
 def test_parse_round_trip_with_quoted_values():
     parsed = parse_a1111_parameters(a1111_parameters(img2img()))
-    assert parsed["prompt"] == "portrait of a woman"
+    assert parsed["prompt"] == "portrait of a woman <lora:anime:0.8> <lora:watercolor:0.3:0.5>"
     assert parsed["negative"] == "blurry, lowres"
     assert parsed["Steps"] == "25" and parsed["Sampler"] == "Euler a" and parsed["Schedule type"] == "Karras"
     assert parsed["CFG scale"] == "7.0" and parsed["Seed"] == "1234" and parsed["Size"] == "768x512"
