@@ -110,6 +110,8 @@ class Run(Record):
     finished_at: str | None = None
     host: str = ""  # where the process runs (a shared home may be used from several machines)
     pid_started: str = ""  # the process's start time (process_started), so a reused pid is not this run
+    device: str = ""  # where rank 0 trained ("cuda:0", "cpu") and the frozen weights' dtype ("bf16", …)
+    dtype: str = ""
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]):

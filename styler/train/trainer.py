@@ -492,6 +492,16 @@ class _null:
         return False
 
 
+def _device_name(device) -> str:
+    """"cuda:0" for accelerate's bare "cuda" device (the one this process uses), else as is."""
+    text = str(device)
+    if text == "cuda":
+        import torch
+
+        text = f"cuda:{torch.cuda.current_device()}"
+    return text
+
+
 def _memory_row(device: str) -> dict:
     """This step's memory numbers for metrics.jsonl (what `styler tui` shows for a live run)."""
     from .monitor import sample_memory
@@ -569,6 +579,11 @@ def train(cfg: TrainConfig, *, registry: Registry | None = None, console=None, r
     show = trainer.main and (console is not None or monitor is not None)
     try:
         trainer.setup(handle)
+        if trainer.main:
+            from ..device import PRECISION_DTYPE
+
+            handle.update(force=True, device=_device_name(trainer.device),
+                          dtype=PRECISION_DTYPE.get(cfg.precision, "fp32"))
         if resume and resume_ckpt is not None:
             start_step = trainer.restore(resume_ckpt)
         state = TrainState(run_id=handle.id, name=cfg.name or plan.dataset.name, method=cfg.method,

@@ -49,6 +49,7 @@ def test_bf16_on_cpu_holds_frozen_weights_in_bf16_and_lora_in_fp32(calli, styler
     a = reg.resolve(Adapter, calli)
     run = reg.get(Run, a.run_id)
     assert run.status == "completed" and run.config["precision"] == "bf16"
+    assert (run.device, run.dtype) == ("cpu", "bf16")  # the run keeps where and in what it trained
     losses = [json.loads(x)["loss"] for x in (styler_home / "runs" / run.id / "metrics.jsonl").read_text().splitlines()]
     assert len(losses) == 3 and all(math.isfinite(v) for v in losses)
     with safe_open(str(BlobStore(styler_home).path(a.blob)), "pt") as f:
