@@ -46,10 +46,13 @@ class RunHandle:
         return self.run.id
 
     def update(self, *, force: bool = False, **changes) -> None:
+        """Write `changes` now if forced, else if `interval` has passed since the last unforced
+        write (a forced write, e.g. the device after setup, does not hold back the first step's)."""
         now = time.monotonic()
-        if not force and now - self._last < self.interval:
-            return
-        self._last = now
+        if not force:
+            if now - self._last < self.interval:
+                return
+            self._last = now
         self.run = self.registry.update(Run, self.run.id, **changes)
 
     def end(self, status: str, **changes) -> None:
