@@ -2,10 +2,13 @@
 
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from registry import Adapter, Dataset, Output, Registry, Score
 from tests.helpers import run_cli
+
+pytestmark = pytest.mark.slow  # builds or runs the tiny pipeline
 
 
 def test_demo_runs_reuses_and_starts_fresh(tiny_home, monkeypatch):

@@ -92,6 +92,7 @@ COMMANDS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args", COMMANDS, ids=lambda a: " ".join(a[:2]))
 def test_a_missing_gpu_is_refused_before_anything_is_written(styled, tmp_path, args):
     from tests.helpers import make_images

@@ -20,6 +20,8 @@ from styler.errors import UsageError
 from styler.worker import run_worker
 from tests.helpers import run_cli
 
+pytestmark = pytest.mark.slow  # builds or runs the tiny pipeline
+
 ROOT = Path(__file__).resolve().parents[1]
 MIX = [["anime", 0.5, None], ["watercolor", 0.5, None]]
 

@@ -16,6 +16,8 @@ from styler.adapters.formats import (check_compatible, detect_format, model_modu
 from styler.adapters.lora import AdapterData, LoraLayer
 from styler.errors import InputError, UsageError
 
+pytestmark = pytest.mark.slow  # builds or runs the tiny pipeline
+
 Q = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"
 CONV = "down_blocks.0.resnets.0.conv1"
 TE_Q = "encoder.layers.0.self_attn.q_proj"

@@ -7,6 +7,8 @@ from styler.adapters.lora import AdapterData, LoraLayer
 from styler.adapters.mixing import MixEntry, WeightMixer, check_weights
 from styler.errors import UsageError
 
+pytestmark = pytest.mark.slow  # builds or runs the tiny pipeline
+
 
 @pytest.fixture(scope="module")
 def pipe(tiny_base_dir):

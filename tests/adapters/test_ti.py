@@ -9,6 +9,8 @@ import torch
 from styler.adapters import ti
 from styler.adapters.lora import AdapterData
 
+pytestmark = pytest.mark.slow  # builds or runs the tiny pipeline
+
 
 def test_expand_writes_each_token_as_all_its_words_once():
     v = {"<t>": 3, "sks": 1}

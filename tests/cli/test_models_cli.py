@@ -26,6 +26,7 @@ def test_ls_lists_tiny_unbuilt_without_building(styler_home):
     assert not (styler_home / "models").exists()
 
 
+@pytest.mark.slow
 def test_ls_json_with_hf_cache(tiny_home, tiny_base_dir):
     snap = fake_hf_repo(Path(os.environ["HF_HUB_CACHE"]), "org/name", tiny_base_dir)
     result = invoke("models", "ls", "--json")
@@ -36,6 +37,7 @@ def test_ls_json_with_hf_cache(tiny_home, tiny_base_dir):
                                 "status": "cached", "detail": "family tiny"}
 
 
+@pytest.mark.slow
 def test_show_tiny(tiny_home):
     result = invoke("models", "show", "tiny")
     assert result.exit_code == 0, result.output
@@ -43,6 +45,7 @@ def test_show_tiny(tiny_home):
         assert word in result.stdout
 
 
+@pytest.mark.slow
 def test_show_tiny_json(tiny_home):
     result = invoke("models", "show", "tiny", "--json")
     assert result.exit_code == 0, result.output

@@ -4,6 +4,8 @@ import json
 import os
 import time
 
+import pytest
+
 from registry import BlobStore, Dataset, Output, Registry
 from tests.helpers import make_images, run_cli
 
@@ -144,6 +146,7 @@ def test_rebuild_of_a_table_it_cannot_restore_needs_empty(styler_home):
     assert run_cli("registry", "verify").stdout.strip() == "registry ok"
 
 
+@pytest.mark.slow
 def test_rebuild_restores_trained_adapters_with_their_ids(styled):
     from registry import Adapter
 

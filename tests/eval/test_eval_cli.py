@@ -8,6 +8,8 @@ from PIL import Image
 from registry import Dataset, Output, Registry, Score
 from tests.helpers import run_cli
 
+pytestmark = pytest.mark.slow  # builds or runs the tiny pipeline
+
 QUICK = ["--clip", "tiny", "--steps", "2"]
 
 

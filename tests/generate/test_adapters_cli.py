@@ -11,6 +11,8 @@ from registry import Adapter, BlobStore, Registry
 from tests.generate.test_generate_cli import FAST, ids, pixels
 from tests.helpers import run_cli
 
+pytestmark = pytest.mark.slow  # builds or runs the tiny pipeline
+
 
 def test_kohya_export_then_import_renders_the_same(styled, tmp_path):
     out = tmp_path / "ink-kohya.safetensors"

@@ -16,6 +16,8 @@ from styler.generate.engine import Session
 from styler.generate.service import Request, generate
 from tests.helpers import run_cli
 
+pytestmark = pytest.mark.slow  # builds or runs the tiny pipeline
+
 MIX = [("anime", 0.6, None), ("watercolor", 0.5, 0.2)]
 
 

@@ -10,6 +10,8 @@ from PIL import Image
 from registry import Adapter, BlobStore, Output, Registry
 from tests.helpers import run_cli
 
+pytestmark = pytest.mark.slow  # builds or runs the tiny pipeline
+
 FAST = ["--steps", "3", "--seed", "7"]
 
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from PIL import Image, PngImagePlugin
 
 from registry import Adapter, BlobStore, Output, Registry
 from tests.helpers import run_cli
+
+pytestmark = pytest.mark.slow  # builds or runs the tiny pipeline
 
 FAST = ["--steps", "2", "--seed", "1"]
 

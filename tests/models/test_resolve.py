@@ -74,6 +74,7 @@ def test_unknown_repo_id_explains_fix(styler_home):
         assert hint in msg
 
 
+@pytest.mark.slow
 def test_folder_and_single_file(tiny_base_dir, tmp_path):
     base = resolve_base(str(tiny_base_dir))
     assert (base.kind, base.path) == ("folder", tiny_base_dir.resolve())
@@ -82,6 +83,7 @@ def test_folder_and_single_file(tiny_base_dir, tmp_path):
     assert resolve_base(str(f)).kind == "single_file"
 
 
+@pytest.mark.slow
 def test_precedence_argument_env_settings(tiny_home, tiny_base_dir, monkeypatch, tmp_path):
     folder = tmp_path / "other"
     shutil.copytree(tiny_base_dir, folder)
@@ -101,11 +103,13 @@ def test_settings_base_error_names_config(styler_home):
         resolve_base()
 
 
+@pytest.mark.slow
 def test_auto_falls_back_to_tiny_with_notice(tiny_home):
     base = resolve_base()
     assert base.kind == "tiny" and base.detail == TINY_NOTICE
 
 
+@pytest.mark.slow
 def test_auto_prefers_sd15_in_hf_cache(tiny_home, tiny_base_dir, tmp_path):
     # a toy pipeline in the cache is not SD-1.5: auto still picks tiny
     fake_hf_repo(hf_cache(), "org/toy", tiny_base_dir)
@@ -120,6 +124,7 @@ def test_auto_prefers_sd15_in_hf_cache(tiny_home, tiny_base_dir, tmp_path):
     assert (base.name, base.kind, base.path) == ("stable-diffusion-v1-5/stable-diffusion-v1-5", "hf", snap)
 
 
+@pytest.mark.slow
 def test_fake_hf_cache_listed_resolved_and_loaded(tiny_home, tiny_base_dir):
     from styler.models import load_pipeline
 
@@ -144,6 +149,7 @@ def test_list_models_unbuilt_tiny_and_configured_error(styler_home):
     assert not (styler_home / "models").exists()  # listing builds nothing
 
 
+@pytest.mark.slow
 def test_identity_is_cached(tiny_home, monkeypatch):
     base = resolve_base("tiny")
     ident = base_identity(base)
@@ -171,6 +177,7 @@ def _broken_copy(tiny_base_dir: Path, tmp_path: Path) -> tuple[Path, Path]:
     return folder, folder / "unet" / "diffusion_pytorch_model.safetensors"
 
 
+@pytest.mark.slow
 def test_truncated_weights_give_one_line_error(tiny_base_dir, tmp_path):
     from styler.models import load_pipeline
 
@@ -186,6 +193,7 @@ def test_truncated_weights_give_one_line_error(tiny_base_dir, tmp_path):
         load_pipeline(resolve_base(str(folder)))
 
 
+@pytest.mark.slow
 def test_missing_weights_named(tiny_base_dir, tmp_path):
     from styler.models import load_pipeline
 
@@ -195,6 +203,7 @@ def test_missing_weights_named(tiny_base_dir, tmp_path):
         load_pipeline(resolve_base(str(folder)))
 
 
+@pytest.mark.slow
 def test_loader_errors_are_wrapped(tiny_base_dir, tmp_path, monkeypatch):
     import styler.models.load as load
 
@@ -224,6 +233,7 @@ def test_single_file_without_configs(tmp_path):
     assert "STYLER_SINGLE_FILE_CONFIG" in info.value.message
 
 
+@pytest.mark.slow
 def test_single_file_bad_checkpoint_wrapped(tmp_path, tiny_base_dir):
     from styler.models import load_pipeline
 

@@ -14,6 +14,8 @@ from styler.models.checkpoint import to_single_file
 from styler.models.load import ENV_SINGLE_FILE_CONFIG, load_pipeline
 from styler.models.resolve import BaseModel, resolve_base
 
+pytestmark = pytest.mark.slow  # builds or runs the tiny pipeline
+
 COMPONENTS = ("unet", "vae", "text_encoder")
 
 

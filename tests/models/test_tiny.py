@@ -66,6 +66,7 @@ def test_tokenizer_pads_and_truncates_to_77(clip_tokenizer):
     assert len(long.input_ids) == 77 and long.input_ids[-1] == eos
 
 
+@pytest.mark.slow
 def test_tiny_layout(tiny_base_dir):
     assert is_built(tiny_base_dir)
     index = json.loads((tiny_base_dir / "model_index.json").read_text())
@@ -84,6 +85,7 @@ def test_tiny_layout(tiny_base_dir):
     assert tok_cfg["model_max_length"] == 77
 
 
+@pytest.mark.slow
 def test_build_is_deterministic_and_atomic(tiny_base_dir, tmp_path):
     again = build_tiny(tmp_path / "tiny")
     assert _hashes(again) == _hashes(tiny_base_dir)
@@ -94,18 +96,21 @@ def test_build_is_deterministic_and_atomic(tiny_base_dir, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]
 
 
+@pytest.mark.slow
 def test_other_seed_gives_other_weights(tiny_base_dir, tmp_path):
     other = build_tiny(tmp_path / "tiny", seed=1)
     name = "unet/diffusion_pytorch_model.safetensors"
     assert _hashes(other)[name] != _hashes(tiny_base_dir)[name]
 
 
+@pytest.mark.slow
 def test_ensure_tiny_uses_existing_build(tiny_home):
     assert tiny_dir(tiny_home) == tiny_home / "models" / "tiny" / TINY_VERSION
     assert ensure_tiny() == tiny_dir(tiny_home)
     assert ensure_tiny(tiny_home) == tiny_dir(tiny_home)
 
 
+@pytest.mark.slow
 def test_loads_through_the_normal_loader_and_generates_64px(tiny_home):
     import numpy as np
     import torch

@@ -6,7 +6,11 @@ import multiprocessing as mp
 import os
 import time
 
+import pytest
+
 from registry import Output, Registry
+
+pytestmark = pytest.mark.slow  # writer and reader processes (over 10 s on 2 cores)
 
 WRITERS, PER_WRITER = 4, 250
 

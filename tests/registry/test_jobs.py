@@ -48,6 +48,7 @@ def _claim_all(home, ready, go, out):
     out.put((wid, mine))
 
 
+@pytest.mark.slow
 def test_four_processes_claim_each_of_40_jobs_exactly_once(reg, styler_home):
     ids = {Q.enqueue(reg, "generate", {"i": i}).id for i in range(40)}
     ctx = mp.get_context("spawn")

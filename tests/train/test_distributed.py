@@ -16,6 +16,8 @@ from registry import Adapter, BlobStore, Registry, Run
 from styler.train.parallel import Failure, failure_message, launcher_env, root_cause
 from tests.helpers import run_cli
 
+pytestmark = pytest.mark.slow  # builds or runs the tiny pipeline
+
 FAST = ["--base", "tiny", "--resolution", "32"]
 
 

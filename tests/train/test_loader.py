@@ -2,11 +2,14 @@
 
 import json
 
+import pytest
 import torch
 from safetensors import safe_open
 
 from registry import Adapter, BlobStore, Registry, Run
 from tests.helpers import run_cli
+
+pytestmark = pytest.mark.slow  # builds or runs the tiny pipeline
 
 UNCACHED = ["--base", "tiny", "--resolution", "32", "--no-cache-latents", "--augment", "flip,crop,color",
             "--batch", "2", "--steps", "5", "--lr", "1e-3", "--checkpoint-every", "2"]

@@ -11,6 +11,8 @@ from safetensors import safe_open
 from registry import Adapter, BlobStore, Registry, Run
 from tests.helpers import run_cli
 
+pytestmark = pytest.mark.slow  # builds or runs the tiny pipeline
+
 FAST = ["--base", "tiny", "--resolution", "32"]
 
 

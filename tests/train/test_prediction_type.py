@@ -12,6 +12,8 @@ import torch
 from registry import Registry, Run
 from tests.helpers import run_cli, tree
 
+pytestmark = pytest.mark.slow  # builds or runs the tiny pipeline
+
 
 def _variant(tiny_base_dir, tmp_path, prediction_type):
     folder = tmp_path / f"tiny-{prediction_type}"

@@ -9,6 +9,8 @@ import pytest
 from registry import Adapter, Registry, Run
 from tests.helpers import run_cli, tree
 
+pytestmark = pytest.mark.slow  # builds or runs the tiny pipeline
+
 
 def _refused(r, fragment, home):
     assert r.exit_code == 2, (r.stdout, r.stderr)

@@ -1,11 +1,14 @@
 """Registering the trained adapter: the file is written and hashed outside the registry lock, and
 a version another process took meanwhile moves this one to the next version (file included)."""
 
+import pytest
 from filelock import FileLock, Timeout
 from safetensors import safe_open
 
 from registry import Adapter, BlobStore, Registry, Run
 from tests.helpers import run_cli
+
+pytestmark = pytest.mark.slow  # builds or runs the tiny pipeline
 
 
 def test_the_adapter_is_saved_and_hashed_outside_the_lock_and_a_taken_version_moves_on(calli, styler_home, monkeypatch):

@@ -49,6 +49,7 @@ def test_a_running_record_is_judged_by_its_process(styler_home):
     assert shown["status"] == "interrupted"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 def test_a_run_killed_before_its_first_checkpoint_restarts_from_step_0(calli, styler_home, tmp_path):
     env = {**os.environ, "STYLER_HOME": str(styler_home)}
@@ -83,6 +84,7 @@ def test_a_run_killed_before_its_first_checkpoint_restarts_from_step_0(calli, st
     assert [row["step"] for row in rows] == [1, 2, 3]  # the killed attempt's rows are gone
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_live_run(calli, styler_home):
     from registry.records import process_started
 

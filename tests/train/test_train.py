@@ -13,6 +13,8 @@ from safetensors import safe_open
 from registry import Adapter, BlobStore, Output, Registry, Run
 from tests.helpers import run_cli
 
+pytestmark = pytest.mark.slow  # builds or runs the tiny pipeline
+
 FAST = ["--base", "tiny", "--resolution", "32"]
 
 

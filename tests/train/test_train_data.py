@@ -103,6 +103,7 @@ def test_crop_varies_by_epoch_center_does_not(dataset):
     assert torch.equal(crop[0]["pixels"], r0)
 
 
+@pytest.mark.slow
 def test_tokenize_and_truncation_report(pipe):
     tok = pipe.tokenizer
     long = " ".join(f"word{i}" for i in range(100))
@@ -119,6 +120,7 @@ def _build(pipe, items, tmp_path, key=None, flip=True):
                                 batch_size=3)
 
 
+@pytest.mark.slow
 def test_latent_cache_matches_vae_and_is_reused(dataset, pipe, tmp_path, monkeypatch):
     record, home = dataset
     items = td.load_items(record, home)
@@ -151,6 +153,7 @@ def test_latent_cache_matches_vae_and_is_reused(dataset, pipe, tmp_path, monkeyp
     assert torch.equal(again.mean, cache.mean) and torch.equal(again.std, cache.std)
 
 
+@pytest.mark.slow
 def test_latent_cache_key_and_corruption(dataset, pipe, tmp_path):
     record, home = dataset
     items = td.load_items(record, home)[:2]

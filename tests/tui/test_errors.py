@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from .helpers import make_app, settle, stable_screen
 
 
@@ -19,6 +21,7 @@ def _recording(app):
     return seen
 
 
+@pytest.mark.slow
 def test_a_corrupt_registry_file_is_a_notification_naming_it(fixed_home):
     bad = fixed_home / "registry" / "datasets.json"
     bad.write_text('{"datasets": {"1": {"id": "x", "name": [bold]')
@@ -43,6 +46,7 @@ def test_a_corrupt_registry_file_is_a_notification_naming_it(fixed_home):
     assert "datasets.json" in shown  # the toast is on screen
 
 
+@pytest.mark.slow
 def test_an_empty_home_shows_hints(styler_home):
     async def go():
         app = make_app(styler_home)

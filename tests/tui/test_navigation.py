@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from registry import Adapter, Dataset, Registry
 
 from styler.tui.widgets import current_key
@@ -13,6 +15,7 @@ from .helpers import cell_texts, make_app, settle
 TABS = ("datasets", "adapters", "runs", "outputs", "scores", "queue")
 
 
+@pytest.mark.slow
 def test_number_keys_switch_tabs_and_q_quits(fixed_home):
     async def go():
         app = make_app(fixed_home)
@@ -30,6 +33,7 @@ def test_number_keys_switch_tabs_and_q_quits(fixed_home):
     assert asyncio.run(go()) == 0
 
 
+@pytest.mark.slow
 def test_filter_and_provenance_on_the_styled_home(styled):
     reg = Registry(styled)
     ink = reg.resolve(Adapter, "ink")
@@ -83,6 +87,7 @@ def test_filter_and_provenance_on_the_styled_home(styled):
     asyncio.run(go())
 
 
+@pytest.mark.slow
 def test_navigation_to_outputs_and_scores(fixed_home):
     from .helpers import AD_ANIME, OUT_MIX
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from registry import Registry
 
 from styler.tui.queue_ops import list_jobs
@@ -12,6 +14,7 @@ from styler.tui.widgets import current_key
 from .helpers import MARKUP_PROMPT, OUT_BASE, OUT_MIX, cell_texts, make_app, settle, stable_screen
 
 
+@pytest.mark.slow
 def test_markup_in_prompts_shows_literally(fixed_home):
     async def go():
         app = make_app(fixed_home)
@@ -45,6 +48,7 @@ def test_markup_in_prompts_shows_literally(fixed_home):
     asyncio.run(go())
 
 
+@pytest.mark.slow
 def test_preview_shows_the_image_or_says_it_is_missing(fixed_home):
     from registry import BlobStore, Output
 

@@ -20,6 +20,7 @@ async def _type(pilot, selector: str, text: str) -> None:
     await pilot.press(*text)
 
 
+@pytest.mark.slow
 def test_queue_a_mix_through_the_form_and_run_it(styled):
     async def go():
         app = make_app(styled)
@@ -67,6 +68,7 @@ def test_queue_a_mix_through_the_form_and_run_it(styled):
     asyncio.run(go())
 
 
+@pytest.mark.slow
 def test_form_errors_are_notifications_not_jobs(fixed_home):
     async def go():
         app = make_app(fixed_home)
@@ -89,6 +91,7 @@ def test_form_errors_are_notifications_not_jobs(fixed_home):
     assert len(list_jobs(Registry(fixed_home))) == 2  # the fixture's two jobs only
 
 
+@pytest.mark.slow
 def test_cancel_retry_keys_and_eval_form(fixed_home):
     async def go():
         app = make_app(fixed_home)
@@ -123,6 +126,7 @@ def test_cancel_retry_keys_and_eval_form(fixed_home):
     assert len(errors) == 1 and "already done" in errors[0]
 
 
+@pytest.mark.slow
 def test_w_starts_a_worker_that_stops_with_the_app(fixed_home):
     import sys
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from styler.tui.widgets import move_to_key
 
 from .helpers import RUN_LIVE, make_app, metrics_row, settle
@@ -13,6 +15,7 @@ def live_text(pane) -> str:
     return pane.query_one("#live").content.plain
 
 
+@pytest.mark.slow
 def test_runs_tab_follows_appended_metrics(fixed_home):
     metrics = fixed_home / "runs" / RUN_LIVE / "metrics.jsonl"
 

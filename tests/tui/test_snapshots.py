@@ -51,6 +51,7 @@ def _diff(name: str, expected: str, now: str) -> str:
                                          lineterm="", n=1))
 
 
+@pytest.mark.slow
 def test_snapshots(fixed_home, unicode_previews):
     shots = asyncio.run(_screens(fixed_home))
     update = os.environ.get("STYLER_UPDATE_SNAPSHOTS") == "1"

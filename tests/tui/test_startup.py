@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ("torch", "diffusers", "transformers", "peft", "accelerate")
 
@@ -18,6 +20,7 @@ def test_importing_the_app_loads_no_torch():
     assert out.stdout.strip() == ""
 
 
+@pytest.mark.slow
 def test_running_the_app_loads_no_torch(tmp_path):
     """Every tab shown and every background read done, in a fresh process: still no torch."""
     code = f"""
