@@ -161,12 +161,7 @@ class TextualInversionMethod(Method):
         _freeze(pipe)
         tok, te = pipe.tokenizer, pipe.text_encoder
         known = set(tok.get_vocab())
-        taken = [t for t in self.tokens if t in known]
-        if taken:
-            raise UsageError(f"--token {self.token!r} is already a word of the tokenizer; choose a new one, e.g. <{self.token}>")
-        init_ids = tok.encode(self.cfg.init_token, add_special_tokens=False) if self.cfg.init_token else []
-        if self.cfg.init_token and len(init_ids) != 1:
-            raise UsageError(f"--init-token {self.cfg.init_token!r} is {len(init_ids)} tokens; give one word the tokenizer knows")
+        init_ids = self.check_tokens(tok)
         tok.add_tokens(self.tokens)
         te.resize_token_embeddings(len(tok), mean_resizing=False)  # the new rows are set just below
         self.ids = tok.convert_tokens_to_ids(self.tokens)
@@ -181,6 +176,17 @@ class TextualInversionMethod(Method):
         mask = torch.ones(emb.shape[0], dtype=torch.bool)
         mask[self.ids] = False
         self.keep = mask
+
+    def check_tokens(self, tok) -> list[int]:
+        """Refuse a token the tokenizer already has and an --init-token that is not one token
+        (train's preflight runs this before anything is written); returns the init token's ids."""
+        vocab = tok.get_vocab()
+        if any(t in vocab for t in self.tokens):
+            raise UsageError(f"--token {self.token!r} is already a word of the tokenizer; choose a new one, e.g. <{self.token}>")
+        init_ids = tok.encode(self.cfg.init_token, add_special_tokens=False) if self.cfg.init_token else []
+        if self.cfg.init_token and len(init_ids) != 1:
+            raise UsageError(f"--init-token {self.cfg.init_token!r} is {len(init_ids)} tokens; give one word the tokenizer knows")
+        return init_ids
 
     def param_groups(self) -> list[dict]:
         # no weight decay: it would also shrink rows that must not change

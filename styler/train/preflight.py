@@ -6,8 +6,9 @@ arithmetic is done, yet a forward pass there fails exactly where a real one woul
 tells whether a resolution fits the architecture (the tiny base's UNet, for one, cannot take
 latents smaller than 3×3: a GroupNorm of its second block would see one value per group), and
 which layers `--targets` reaches and how wide they are (a LoRA update of a layer has at most the
-rank of its weight matrix, so a higher --rank only makes the file bigger), and that the
-scheduler's prediction type is one the loss knows.
+rank of its weight matrix, so a higher --rank only makes the file bigger), that the
+scheduler's prediction type is one the loss knows, and (textual inversion) that the new token is
+new to the base's tokenizer.
 """
 
 from __future__ import annotations
@@ -178,11 +179,30 @@ def check_lora(layout: BaseLayout, cfg: TrainConfig) -> None:
                          f"use --rank {bound} or less")
 
 
+def check_textual_inversion(layout: BaseLayout, cfg: TrainConfig, token: str) -> None:
+    """--token must be new to the base's tokenizer and --init-token one token of it."""
+    from transformers import CLIPTokenizer
+
+    from ..models.load import quiet
+    from .methods import TextualInversionMethod
+
+    try:
+        with quiet():
+            tokenizer = CLIPTokenizer.from_pretrained(str(layout.folder / "tokenizer"))
+    except Exception as exc:
+        line = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"base model {layout.name!r}: cannot read its tokenizer ({layout.folder / 'tokenizer'}): "
+                         f"{line}") from None
+    TextualInversionMethod(cfg, token).check_tokens(tokenizer)
+
+
 def check_base(cfg: TrainConfig, base, *, trigger: str = "") -> BaseLayout:
     """Every check of `cfg` against the base; raises before anything is written."""
     layout = inspect_base(base)
     check_prediction_type(layout)
     check_resolution(layout, cfg.resolution)
-    if cfg.method != "textual-inversion":
+    if cfg.method == "textual-inversion":
+        check_textual_inversion(layout, cfg, cfg.token or trigger)
+    else:
         check_lora(layout, cfg)
     return layout

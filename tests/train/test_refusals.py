@@ -40,6 +40,8 @@ def _refused(r, fragment, home):
         (["--noise-offset", "inf"], "--noise-offset must be >= 0 and finite"),
         (["--alpha", "inf"], "--alpha must be > 0 and finite"),
         (["--prior-weight", "nan", "--method", "dreambooth", "--class-prompt", "x"], "--prior-weight"),
+        (["--method", "textual-inversion", "--token", "a"], "--token 'a' is already a word of the tokenizer"),
+        (["--method", "textual-inversion", "--init-token", "two words"], "--init-token 'two words' is 6 tokens"),
         (["--rank", "100000"], "--rank 100000 is larger than the smallest layer it adapts"),
         (["--rank", "33", "--targets", "attn+conv"], "--rank 33 is larger than the smallest layer it adapts"),
         (["--resolution", "8"], "--resolution 8 is too small for base 'tiny'"),
