@@ -4,11 +4,11 @@ The base's files are checked (weights present, safetensors headers whole, config
 its UNet and VAE are built from their configs on the meta device: no weights are read and no
 arithmetic is done, yet a forward pass there fails exactly where a real one would on shapes. That
 tells whether a resolution fits the architecture (the tiny base's UNet, for one, cannot take
-latents smaller than 3×3: a GroupNorm of its second block would see one value per group), and
+latents smaller than 3×3: a GroupNorm of its second block would see one value per group) and
 which layers `--targets` reaches and how wide they are (a LoRA update of a layer has at most the
-rank of its weight matrix, so a higher --rank only makes the file bigger), that the
-scheduler's prediction type is one the loss knows, and (textual inversion) that the new token is
-new to the base's tokenizer.
+rank of its weight matrix, so a higher --rank only makes the file bigger). The scheduler's
+prediction type must be one the loss knows, and a textual-inversion token must be new to the
+base's tokenizer.
 """
 
 from __future__ import annotations
