@@ -74,3 +74,54 @@ def parse_name(text: str, *, allow_version: bool = True) -> Name:
     if len(parts) == 2:
         return Name(parts[0], parts[1], version)
     return Name(None, parts[0], version)
+
+
+# ---------------------------------------------------------------- adapter specs: name[@v][=weight]
+
+# What a command line argument must look like to be taken as an adapter spec rather than the
+# prompt: no space, and before the "=" only characters a name could be written with (any case, so
+# that `Anime=0.5` is refused with the naming rule instead of silently becoming the prompt).
+_SPEC_SHAPE = re.compile(r"[\w.@/-]+=\S*")
+
+
+@dataclass(frozen=True)
+class AdapterSpec:
+    """`name[@N|@latest][=weight]` parsed; `weight` is None when no `=weight` was given."""
+
+    name: Name
+    weight: float | None = None
+
+    def __str__(self) -> str:
+        return str(self.name) if self.weight is None else f"{self.name}={self.weight:g}"
+
+
+def parse_weight(text, name: str) -> float:
+    """A finite number; raises InvalidName naming the adapter and the weight otherwise."""
+    try:
+        value = float(text.strip() if isinstance(text, str) else text)
+    except (TypeError, ValueError):
+        raise InvalidName(f"the weight of {name} must be a number, not {text!r} (e.g. {name}=0.5)") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise InvalidName(f"the weight of {name} must be a finite number, not {text!r}")
+    return value
+
+
+def parse_spec(text: str) -> AdapterSpec:
+    """Parse `name[@N|@latest][=weight]`; the name by `parse_name`'s rule, the weight a finite number."""
+    if not isinstance(text, str):
+        raise InvalidName(f"invalid adapter {text!r}: use NAME[@V][=WEIGHT], e.g. anime@2=0.5")
+    name_text, sep, weight = text.partition("=")
+    name = parse_name(name_text)
+    return AdapterSpec(name, parse_weight(weight, name_text) if sep else None)
+
+
+def is_spec(text: str) -> bool:
+    """Whether a command-line argument is meant as NAME[@V]=WEIGHT (then `parse_spec` checks it)
+    rather than as the prompt."""
+    return isinstance(text, str) and _SPEC_SHAPE.fullmatch(text) is not None
+
+
+def split_specs(items) -> tuple[list[AdapterSpec], list[str]]:
+    """Arguments like `anime=0.5 ink@2=0.5 "a cat"` as (parsed specs, the other arguments)."""
+    specs = [parse_spec(i) for i in items if is_spec(i)]
+    return specs, [i for i in items if not is_spec(i)]

@@ -230,7 +230,8 @@ class _Worker:
 def request_from_payload(payload: dict, *, native: int = 512):
     """A generate Request from a job payload: Request's fields, plus `size` (N, "WxH" or [W, H])
     instead of width/height; without either, the base's native size."""
-    from .generate.engine import parse_adapter_spec
+    from registry import parse_spec
+
     from .generate.service import Request
 
     p = dict(payload)
@@ -251,8 +252,8 @@ def request_from_payload(payload: dict, *, native: int = 512):
     adapters = []
     for a in p.get("adapters", []):
         if isinstance(a, str):
-            name, w = parse_adapter_spec(a)
-            a = (name, w, None)
+            spec = parse_spec(a)
+            a = (str(spec.name), spec.weight, None)
         a = list(a) + [None] * (3 - len(a))
         adapters.append((a[0], 1.0 if a[1] is None else float(a[1]), None if a[2] is None else float(a[2])))
     p["adapters"] = adapters

@@ -118,13 +118,14 @@ def merge(
     as_json: Json = False,
 ) -> None:
     """Merge adapters into a new one."""
+    from registry import parse_spec
+
     from ..adapters.library import merge_adapters
-    from ..generate.engine import parse_adapter_spec
 
     specs = []
     for p in parts:
-        n, w = parse_adapter_spec(p)
-        specs.append((n, 1.0 if w is None else w))
+        spec = parse_spec(p)
+        specs.append((str(spec.name), 1.0 if spec.weight is None else spec.weight))
     a, err = merge_adapters(new, specs, method=method, rank=rank or None)
     if as_json:
         print_json({"adapter": a.to_dict(), "relative_error": err})

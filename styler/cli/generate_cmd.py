@@ -25,9 +25,6 @@ AdapterOpt = Annotated[Optional[list[str]], typer.Option("--adapter", help="NAME
 UnetScale = Annotated[Optional[float], typer.Option("--unet-scale", help="Multiply every adapter's UNet weight.")]
 TeScale = Annotated[Optional[float], typer.Option("--te-scale", help="Text-encoder weight for every adapter (default: its UNet weight).")]
 
-_SPEC = re.compile(r"^[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)?(@(\d+|latest))?=")
-
-
 def _size(text: str, default: int) -> tuple[int, int]:
     from ..errors import UsageError
 
@@ -49,18 +46,19 @@ def _default_size(base: str | None) -> int:
 
 def _request(prompt, *, adapters, negative, steps, guidance, seed, n, size, scheduler, base, unet_scale=None,
              te_scale=None, te=None, **extra):
-    from ..generate.engine import parse_adapter_spec
+    from registry import parse_spec
+
     from ..generate.service import Request
 
     specs = []
     te = list(te or [])
-    for i, spec in enumerate(adapters or []):
-        name, weight = parse_adapter_spec(spec)
-        w = 1.0 if weight is None else weight
+    for i, text in enumerate(adapters or []):
+        spec = parse_spec(text) if isinstance(text, str) else text
+        w = 1.0 if spec.weight is None else spec.weight
         if unet_scale is not None:
             w *= unet_scale
         t = te[i] if i < len(te) else te_scale
-        specs.append((name, w, t))
+        specs.append((str(spec.name), w, t))
     if len(te) > len(specs):
         from ..errors import UsageError
 
@@ -135,11 +133,12 @@ def mix(
     as_json: Json = False,
 ) -> None:
     """An exact weighted mix of adapters: W + Σ wᵢ·(αᵢ/rᵢ)·BᵢAᵢ for every targeted layer."""
+    from registry import split_specs
+
     from ..errors import UsageError
 
     where = placement(device, dtype)
-    specs = [i for i in items if _SPEC.match(i)]
-    words = [i for i in items if not _SPEC.match(i)]
+    specs, words = split_specs(items)
     if len(words) != 1:
         raise UsageError(f"give the adapters as NAME=WEIGHT and exactly one prompt (quoted); got {len(words)} "
                          f"other argument(s): {', '.join(map(repr, words[:3]))}")

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import re
 import sys
 from typing import Annotated, Optional
 
 import typer
 
 from .common import BatchOpt, DeviceOpt, DtypeOpt, escape, note, out, print_json, registry
-
-# NAME[@V]=WEIGHT (anything else among the arguments is the prompt)
-_SPEC = re.compile(r"^[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)?(@(\d+|latest))?=\S*$")
-
 
 def _log(message: str) -> None:
     sys.stderr.write(message + "\n")
@@ -96,16 +91,15 @@ def add_mix(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Queue an exact weighted mix (a generate job) for `styler worker`."""
-    from registry import Adapter
+    from registry import Adapter, split_specs
     from registry.jobs import enqueue
 
     from ..errors import UsageError
-    from ..generate.engine import SCHEDULERS, parse_adapter_spec
+    from ..generate.engine import SCHEDULERS
     from ..generate.service import Request
     from ..worker import request_from_payload
 
-    specs = [i for i in items if _SPEC.match(i)]
-    words = [i for i in items if not _SPEC.match(i)]
+    specs, words = split_specs(items)  # NAME[@V]=WEIGHT; anything else is the prompt
     if len(words) != 1:
         raise UsageError(f"give exactly one prompt (quoted) and NAME=WEIGHT per adapter; got {len(words)} "
                          f"other argument(s): {', '.join(map(repr, words[:3]))}")
@@ -115,8 +109,7 @@ def add_mix(
         raise UsageError(f"unknown --scheduler {scheduler!r}; use one of {', '.join(SCHEDULERS)}")
     adapters = []
     for spec in specs:
-        name, weight = parse_adapter_spec(spec)
-        adapters.append([name, 1.0 if weight is None else weight, None])
+        adapters.append([str(spec.name), 1.0 if spec.weight is None else spec.weight, None])
     payload = {"prompt": words[0], "negative": negative, "adapters": adapters, "n": n, "seed": seed,
                "steps": steps, "guidance": guidance, "scheduler": scheduler, "base": base}
     if size:

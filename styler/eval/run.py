@@ -40,15 +40,16 @@ class Subject:
 
 def parse_subject(text: str, reg: Registry) -> Subject:
     """`anime`, `anime@2`, `anime=0.5+watercolor=0.5`, or `baseline`."""
-    from ..generate.engine import parse_adapter_spec
+    from registry import parse_spec
 
     if text == "baseline":
         return Subject("baseline", "baseline")
     parts = [p for p in text.split("+") if p]
     adapters = []
     for p in parts:
-        name, w = parse_adapter_spec(p)
-        a = reg.resolve(Adapter, name)
+        spec = parse_spec(p)
+        w = spec.weight
+        a = reg.resolve(Adapter, str(spec.name))
         if a.id in {x.id for x, _ in adapters}:
             raise UsageError(f"{a.label} is in the mix twice")
         adapters.append((a, 1.0 if w is None else w))

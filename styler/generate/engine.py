@@ -35,20 +35,6 @@ class AdapterChoice:
     te_weight: float | None = None
 
 
-def parse_adapter_spec(text: str) -> tuple[str, float | None]:
-    """`NAME[@v][=W]` → (name, weight or None). A weight that is not a number is a usage error."""
-    name, sep, w = text.rpartition("=") if "=" in text else (text, "", "")
-    if not sep:
-        return text, None
-    try:
-        value = float(w)
-    except ValueError:
-        raise UsageError(f"the weight of {name} must be a number, not {w!r} (e.g. {name}=0.5)") from None
-    if value != value or value in (float("inf"), float("-inf")):
-        raise UsageError(f"the weight of {name} must be a finite number, not {w!r}")
-    return name, value
-
-
 def check_seed(seed: int) -> int:
     if not 0 <= seed <= MAX_SEED:
         raise UsageError(f"--seed {seed} is out of range; use 0 … {MAX_SEED}")
