@@ -661,9 +661,9 @@ def _resume_config(reg: Registry, run_id: str, given: TrainConfig,
             raise UsageError(f"--resume {run_id}: that run used {key} {theirs or 'default'!r}, not {mine!r}; "
                              f"resume without --{key} or start a new run")
     last = ckpt.latest_checkpoint(reg.home / "runs" / run_id)
-    if last is None and run.status != "interrupted":
+    if last is None and run.status not in ("interrupted", "failed"):
         raise UsageError(f"run {run_id} has no complete checkpoint to resume from; start it again")
-    # an interrupted run without a checkpoint (killed before its first one) starts again from step 0
+    # a run that stopped (interrupted or failed) before its first checkpoint starts again from step 0
     if given.steps and given.steps != saved.steps:
         saved = build_config({**saved.to_dict(), "steps": given.steps, "epochs": None})
     if given.loader_workers is not None:  # how images are loaded never changes the numbers

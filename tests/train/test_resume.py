@@ -1,0 +1,66 @@
+"""`styler train --resume RUN` through styler's own entry point (main): a run that failed before
+its first checkpoint starts again from step 0, and a finished one is refused."""
+
+import json
+
+import pytest
+
+from registry import Adapter, Registry, Run
+from tests.helpers import tree
+
+pytestmark = pytest.mark.slow  # trains on the tiny base
+
+FAST = ["--base", "tiny", "--resolution", "32", "--lr", "1e-3"]
+
+
+def _styler(capsys, *args) -> tuple[int, str, str]:
+    from styler.cli.main import main
+
+    capsys.readouterr()
+    rc = main([str(a) for a in args])
+    cap = capsys.readouterr()
+    return rc, cap.out, cap.err
+
+
+def _stop_at(monkeypatch, step: int, exc: BaseException) -> None:
+    """Make the training loop raise `exc` when it computes step `step` + 1."""
+    from styler.train import trainer as tr
+
+    real = tr.Trainer.step_loss
+
+    def step_loss(self, s, micro):
+        if s == step:
+            raise exc
+        return real(self, s, micro)
+
+    monkeypatch.setattr(tr.Trainer, "step_loss", step_loss)
+
+
+def _steps(home, run_id) -> list[int]:
+    rows = (home / "runs" / run_id / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line)["step"] for line in rows]
+
+
+def test_a_run_that_failed_before_its_first_checkpoint_restarts_from_step_0(calli, styler_home, monkeypatch, capsys):
+    with monkeypatch.context() as m:
+        _stop_at(m, 2, RuntimeError("CUDA out of memory (simulated)"))
+        rc, _, err = _styler(capsys, "train", calli, *FAST, "--steps", "4")
+    assert rc == 1 and "out of memory" in err, err
+    run = Registry().all(Run)[0]
+    assert run.status == "failed" and _steps(styler_home, run.id) == [1, 2]
+    assert not (styler_home / "runs" / run.id / "checkpoints").exists()
+
+    rc, out, err = _styler(capsys, "train", "--resume", run.id)
+    assert rc == 0, err
+    done = Registry().get(Run, run.id)
+    assert (done.status, done.step, done.total_steps, done.error) == ("completed", 4, 4, "")
+    assert Registry().get(Adapter, done.adapter_id).run_id == run.id
+    assert _steps(styler_home, run.id) == [1, 2, 3, 4]  # the failed attempt's rows are gone
+
+    # a run that succeeded is still refused, in one line, and left as it was
+    before = (done.to_dict(), tree(styler_home / "runs"))
+    rc, out, err = _styler(capsys, "train", "--resume", run.id)
+    assert rc == 2 and out == ""
+    assert err.strip() == f"error: run {run.id} already completed; start a new run instead"
+    assert (Registry().get(Run, run.id).to_dict(), tree(styler_home / "runs")) == before
+
