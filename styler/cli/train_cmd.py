@@ -46,7 +46,7 @@ def train(
     validate_every: Annotated[Optional[int], _opt("Validation images and held-out loss every N steps.")] = None,
     validation_prompt: Annotated[Optional[list[str]], _opt("Prompt for validation images (repeatable).")] = None,
     checkpoint_every: Annotated[Optional[int], _opt("Save a resumable checkpoint every N steps.")] = None,
-    resume: Annotated[Optional[str], _opt("Continue a stopped run (its id; interrupted or failed) from its last checkpoint, or from step 0 if it saved none.")] = None,
+    resume: Annotated[Optional[str], _opt("Continue a stopped run (its id; interrupted or failed) from its last checkpoint, or from step 0 if it saved none; with --steps N, until step N.")] = None,
     config: Annotated[Optional[Path], _opt("A TOML file with the same keys as these options.")] = None,
     log_with: Annotated[Optional[str], _opt("Also log to tensorboard or wandb.")] = None,
     processes: Annotated[Optional[int], _opt("Data-parallel processes (default 1).")] = None,

@@ -75,16 +75,25 @@ def start_run(reg: Registry, cfg: TrainConfig, dataset: Dataset, base_identity: 
     return RunHandle(reg, run, run_dir)
 
 
-def resume_run(reg: Registry, run_id: str, total_steps: int, start_step: int = 0) -> RunHandle:
+def resume_run(reg: Registry, run_id: str, cfg: TrainConfig, total_steps: int, start_step: int = 0) -> RunHandle:
     """Mark the run running again in this process, continuing after `start_step` (0: from the
-    start, for a run that left no checkpoint); metrics rows of later steps, from the attempt that
-    stopped, are dropped, so metrics.jsonl holds each step once."""
+    start, for a run that left no checkpoint), with `cfg` as its stored config (the record's and
+    config.toml: a resume with --steps extends the run); metrics rows of later steps, from the
+    attempt that stopped, are dropped, so metrics.jsonl holds each step once."""
     run_dir = reg.home / "runs" / run_id
     keep_metrics(run_dir / "metrics.jsonl", start_step)
     (run_dir / "samples").mkdir(parents=True, exist_ok=True)
-    run = reg.update(Run, run_id, status="running", total_steps=total_steps, step=start_step, error="",
-                     finished_at=None, **this_process())
+    write_atomic(run_dir / "config.toml", cfg.to_toml())
+    run = reg.update(Run, run_id, status="running", config=cfg.to_dict(), total_steps=total_steps, step=start_step,
+                     error="", finished_at=None, **this_process())
     return RunHandle(reg, run, run_dir)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace `path` with `text` in one step (a reader sees the old file or the new one)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, "utf-8")
+    os.replace(tmp, path)
 
 
 def keep_metrics(path: Path, last_step: int) -> None:
@@ -103,9 +112,7 @@ def keep_metrics(path: Path, last_step: int) -> None:
             kept.append(line)
     if len(kept) == len(lines):
         return
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text("".join(line + "\n" for line in kept), "utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, "".join(line + "\n" for line in kept))
 
 
 def adapter_name(cfg: TrainConfig, dataset: Dataset) -> str:

@@ -564,7 +564,7 @@ def train(cfg: TrainConfig, *, registry: Registry | None = None, console=None, r
         handle = _WorkerHandle(reg, _receive_run_id())
     else:
         try:
-            handle = resume_run(reg, resume, plan.total_steps, _checkpoint_step(resume_ckpt)) if resume else start_run(
+            handle = resume_run(reg, resume, cfg, plan.total_steps, _checkpoint_step(resume_ckpt)) if resume else start_run(
                 reg, cfg, plan.dataset, plan.base_identity, plan.total_steps)
         except BaseException:
             if world > 1:
@@ -664,7 +664,12 @@ def _resume_config(reg: Registry, run_id: str, given: TrainConfig,
     if last is None and run.status not in ("interrupted", "failed"):
         raise UsageError(f"run {run_id} has no complete checkpoint to resume from; start it again")
     # a run that stopped (interrupted or failed) before its first checkpoint starts again from step 0
-    if given.steps and given.steps != saved.steps:
+    if given.steps is not None and given.steps != saved.steps:
+        done = _checkpoint_step(last)
+        if given.steps < done:
+            raise UsageError(f"--steps {given.steps} is below step {done}, where run {run_id}'s last checkpoint is; "
+                             f"give --steps {done} or more, or start a new run")
+        # the run's stored config follows (resume_run), so it reruns as the run it became
         saved = build_config({**saved.to_dict(), "steps": given.steps, "epochs": None})
     if given.loader_workers is not None:  # how images are loaded never changes the numbers
         saved = build_config({**saved.to_dict(), "loader_workers": given.loader_workers})
