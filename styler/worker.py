@@ -15,7 +15,6 @@ import inspect
 import json
 import os
 import random
-import re
 import signal
 import threading
 import traceback
@@ -143,6 +142,7 @@ class _Worker:
         self.log(f"job {job.id}: stopping; put back in the queue")
 
     def generate(self, job: Job, beat: _Heartbeat) -> None:
+        from .generate.jobs import request_from_payload
         from .generate.service import generate
 
         payload = dict(job.payload)
@@ -225,39 +225,6 @@ class _Worker:
                               warn=lambda m: self.log(f"job {job.id}: warning: {m}"))
         Q.finish(self.reg, job.id, self.id, json.loads(json.dumps(scores, default=str)))
         self.log(f"job {job.id}: done")
-
-
-def request_from_payload(payload: dict, *, native: int = 512):
-    """A generate Request from a job payload: Request's fields, plus `size` (N, "WxH" or [W, H])
-    instead of width/height; without either, the base's native size."""
-    from registry import parse_spec
-
-    from .generate.service import Request
-
-    p = dict(payload)
-    size = p.pop("size", None)
-    known = {f.name for f in dataclasses.fields(Request)}
-    unknown = sorted(set(p) - known)
-    if unknown:
-        raise UsageError(f"generate job: unknown field(s) {', '.join(unknown)}; use {', '.join(sorted(known | {'size', 'base'}))}")
-    if "prompt" not in p:
-        raise UsageError("generate job: the payload needs a prompt")
-    if size is not None:
-        m = re.fullmatch(r"(\d+)(?:x(\d+))?", "x".join(map(str, size)) if isinstance(size, (list, tuple)) else str(size))
-        if not m:
-            raise UsageError(f"generate job: size {size!r}: use N, \"WxH\" or [W, H]")
-        p["width"], p["height"] = int(m[1]), int(m[2] or m[1])
-    p.setdefault("width", native)
-    p.setdefault("height", native)
-    adapters = []
-    for a in p.get("adapters", []):
-        if isinstance(a, str):
-            spec = parse_spec(a)
-            a = (str(spec.name), spec.weight, None)
-        a = list(a) + [None] * (3 - len(a))
-        adapters.append((a[0], 1.0 if a[1] is None else float(a[1]), None if a[2] is None else float(a[2])))
-    p["adapters"] = adapters
-    return Request(**p)
 
 
 def run_worker(*, once: bool = False, device: str | None = None, dtype: str | None = None, batch: int = 1,

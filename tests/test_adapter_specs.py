@@ -52,7 +52,7 @@ def test_the_grammar_itself():
 @pytest.mark.parametrize("text", GOOD + BAD)
 def test_cli_worker_and_eval_agree_on_every_spec(fixed, text):
     from styler.eval.run import parse_subject
-    from styler.worker import request_from_payload
+    from styler.generate.jobs import request_from_payload
 
     want = _spec_error(text)
     reg = Registry(fixed)

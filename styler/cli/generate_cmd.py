@@ -3,7 +3,6 @@ exact weighted mix, style transfer, studies, and exact re-renders."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -25,18 +24,6 @@ AdapterOpt = Annotated[Optional[list[str]], typer.Option("--adapter", help="NAME
 UnetScale = Annotated[Optional[float], typer.Option("--unet-scale", help="Multiply every adapter's UNet weight.")]
 TeScale = Annotated[Optional[float], typer.Option("--te-scale", help="Text-encoder weight for every adapter (default: its UNet weight).")]
 
-def _size(text: str, default: int) -> tuple[int, int]:
-    from ..errors import UsageError
-
-    if not text:
-        return default, default
-    m = re.fullmatch(r"(\d+)(?:x(\d+))?", text)
-    if not m:
-        raise UsageError(f"--size {text!r}: use WIDTHxHEIGHT, e.g. 512x512, or one number for a square")
-    w = int(m[1])
-    return w, int(m[2] or w)
-
-
 def _default_size(base: str | None) -> int:
     from ..models.resolve import resolve_base
 
@@ -46,26 +33,24 @@ def _default_size(base: str | None) -> int:
 
 def _request(prompt, *, adapters, negative, steps, guidance, seed, n, size, scheduler, base, unet_scale=None,
              te_scale=None, te=None, **extra):
-    from registry import parse_spec
+    """The Request a command renders, built as a queued job's is (styler.generate.jobs)."""
+    from ..generate.jobs import adapter_entry, generate_payload, request_from_payload
 
-    from ..generate.service import Request
-
-    specs = []
+    entries = [adapter_entry(a) for a in adapters or []]
     te = list(te or [])
-    for i, text in enumerate(adapters or []):
-        spec = parse_spec(text) if isinstance(text, str) else text
-        w = 1.0 if spec.weight is None else spec.weight
-        if unet_scale is not None:
-            w *= unet_scale
-        t = te[i] if i < len(te) else te_scale
-        specs.append((str(spec.name), w, t))
-    if len(te) > len(specs):
+    if len(te) > len(entries):
         from ..errors import UsageError
 
-        raise UsageError(f"{len(te)} --te weights for {len(specs)} adapter(s); give one per adapter, in order")
-    w, h = _size(size, _default_size(base))
-    return Request(prompt=prompt, negative=negative, steps=steps, guidance=guidance, seed=seed, n=n, width=w,
-                   height=h, scheduler=scheduler, adapters=specs, extra={"base": base, **extra})
+        raise UsageError(f"{len(te)} --te weights for {len(entries)} adapter(s); give one per adapter, in order")
+    for i, entry in enumerate(entries):
+        if unet_scale is not None:
+            entry[1] *= unet_scale
+        entry[2] = te[i] if i < len(te) else te_scale
+    payload = generate_payload(prompt, entries, negative=negative, n=n, seed=seed, steps=steps, guidance=guidance,
+                               scheduler=scheduler, size=size, base=base)
+    req = request_from_payload(payload, native=512 if size else _default_size(base))
+    req.extra = {"base": base, **extra}
+    return req
 
 
 def _show(outputs, as_json: bool, out_dir, extra: dict | None = None) -> None:

@@ -91,13 +91,10 @@ def add_mix(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Queue an exact weighted mix (a generate job) for `styler worker`."""
-    from registry import Adapter, split_specs
-    from registry.jobs import enqueue
+    from registry import split_specs
 
     from ..errors import UsageError
-    from ..generate.engine import SCHEDULERS
-    from ..generate.service import Request
-    from ..worker import request_from_payload
+    from ..generate.jobs import enqueue_generate, generate_payload
 
     specs, words = split_specs(items)  # NAME[@V]=WEIGHT; anything else is the prompt
     if len(words) != 1:
@@ -105,23 +102,9 @@ def add_mix(
                          f"other argument(s): {', '.join(map(repr, words[:3]))}")
     if not specs:
         raise UsageError("no adapters in the mix; give NAME=WEIGHT, e.g. \"a cat\" anime=0.5 watercolor=0.5")
-    if scheduler not in SCHEDULERS:
-        raise UsageError(f"unknown --scheduler {scheduler!r}; use one of {', '.join(SCHEDULERS)}")
-    adapters = []
-    for spec in specs:
-        adapters.append([str(spec.name), 1.0 if spec.weight is None else spec.weight, None])
-    payload = {"prompt": words[0], "negative": negative, "adapters": adapters, "n": n, "seed": seed,
-               "steps": steps, "guidance": guidance, "scheduler": scheduler, "base": base}
-    if size:
-        payload["size"] = size
-    check = dict(payload)
-    check.pop("base")
-    req: Request = request_from_payload(check)
-    req.validate()  # bad numbers fail now, not later in a worker
-    reg = registry()
-    for name, _, _ in adapters:
-        reg.resolve(Adapter, name)  # an unknown adapter fails now, and nothing is queued
-    job = enqueue(reg, "generate", payload)
+    payload = generate_payload(words[0], specs, negative=negative, n=n, seed=seed, steps=steps, guidance=guidance,
+                               scheduler=scheduler, size=size, base=base)
+    job = enqueue_generate(registry(), payload)  # bad numbers or adapters fail now, and nothing is queued
     if as_json:
         print_json(job.to_dict())
         return

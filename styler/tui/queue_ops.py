@@ -1,7 +1,7 @@
 """The job queue as the TUI uses it: payloads built from forms and recipes, and the queue calls.
 
-The queue itself is `registry.jobs` (enqueue / cancel / retry / list_jobs); payloads follow what
-`styler.worker` accepts (a generate payload is Request's fields plus `base`).
+The queue itself is `registry.jobs` (enqueue / cancel / retry / list_jobs); generate payloads are
+built and checked by `styler.generate.jobs`, the same code `styler jobs add-mix` uses.
 """
 
 from __future__ import annotations
@@ -13,6 +13,11 @@ ACTIVE = ("queued", "running")
 
 
 def enqueue(reg: Registry, kind: str, payload: dict) -> Job:
+    """Queue a job; a generate payload is checked first as `styler jobs add-mix` checks it."""
+    if kind == "generate":
+        from ..generate.jobs import enqueue_generate
+
+        return enqueue_generate(reg, payload)
     return jobs.enqueue(reg, kind, payload)
 
 
@@ -43,15 +48,14 @@ def _base(base: dict) -> str | None:
 
 def regen_payload(o: Output) -> dict:
     """A generate payload that renders this output again: same prompt, adapters, weights, seed."""
-    payload = {
-        "prompt": o.prompt,
-        "adapters": [[adapter_spec(a), a.get("weight"), a.get("te_weight")] for a in o.adapters or []],
-        "n": 1, "seed": o.seed, "steps": o.steps, "width": o.width, "height": o.height,
-        "scheduler": o.scheduler or "ddim", "base": _base(o.base or {}),
-        "negative": o.negative, "guidance": o.guidance,
-    }
-    # fields an imported or partial record lacks are left to the worker's defaults
-    return {k: v for k, v in payload.items() if v is not None or k in ("seed", "base")}
+    from ..generate.jobs import generate_payload
+
+    adapters = [(adapter_spec(a), a.get("weight"), a.get("te_weight")) for a in o.adapters or []]
+    size = (o.width, o.height) if o.width and o.height else None
+    given = {"negative": o.negative, "steps": o.steps, "guidance": o.guidance, "scheduler": o.scheduler}
+    # fields an imported or partial record lacks are left to the defaults a worker would use
+    return generate_payload(o.prompt, adapters, n=1, seed=o.seed, size=size, base=_base(o.base or {}),
+                            **{k: v for k, v in given.items() if v is not None})
 
 
 class FormError(ValueError):
@@ -71,40 +75,24 @@ def _int(text: str, field: str, *, minimum: int | None = None, optional: bool = 
     return value
 
 
-def _float(text: str, field: str) -> float:
-    try:
-        return float((text or "").strip())
-    except ValueError:
-        raise FormError(f"{field} must be a number like 0.5, not {text!r}") from None
-
-
-def parse_size(text: str) -> tuple[int | None, int | None]:
-    text = (text or "").strip().lower()
-    if not text:
-        return None, None
-    w, sep, h = text.partition("x")
-    width = _int(w, "size width", minimum=8)
-    height = _int(h if sep else w, "size height", minimum=8)
-    if width % 8 or height % 8:
-        raise FormError(f"size {text}: both sides must be multiples of 8 (e.g. 512x512)")
-    return width, height
-
-
 def mix_payload(prompt: str, weights: list[tuple[str, str]], *, n: str, seed: str, steps: str,
                 size: str = "", scheduler: str = "ddim", base: str = "") -> dict:
-    """A generate payload from the Queue form's text fields; raises FormError naming a bad field.
+    """A generate payload from the Queue form's text fields, built as `styler jobs add-mix` builds
+    it (styler.generate.jobs); raises FormError naming a bad field.
 
     Without a size, width and height are left out so the worker uses the base's native size."""
-    if not prompt.strip():
-        raise FormError("the prompt is empty; say what to draw, e.g. a cat")
-    adapters = [[spec, _float(w, f"weight of {spec}"), None] for spec, w in weights]
-    width, height = parse_size(size)
-    payload = {"prompt": prompt, "adapters": adapters, "n": _int(n, "n", minimum=1),
-               "seed": _int(seed, "seed", minimum=0, optional=True), "steps": _int(steps, "steps", minimum=1),
-               "scheduler": scheduler.strip() or "ddim", "base": base.strip() or None}
-    if width is not None:
-        payload["width"], payload["height"] = width, height
-    return payload
+    from registry import RegistryError
+
+    from ..errors import StylerError
+    from ..generate.jobs import generate_payload
+
+    fields = {"n": _int(n, "n", minimum=1), "seed": _int(seed, "seed", minimum=0, optional=True),
+              "steps": _int(steps, "steps", minimum=1)}
+    try:
+        return generate_payload(prompt, weights, size=size, scheduler=scheduler.strip(), base=base.strip() or None,
+                                **fields)
+    except (StylerError, RegistryError) as exc:
+        raise FormError(exc.message) from None
 
 
 def eval_payload(subject: str, *, n: str, clip: str, metrics: str = "", against: str = "") -> dict:

@@ -96,15 +96,13 @@ def test_g_queues_a_regen_with_the_exact_recipe(fixed_home):
 
 def test_regen_payload_is_accepted_by_the_worker(fixed_home):
     """The payload `g` queues parses into the worker's generate request unchanged."""
-    import pytest
-
-    worker = pytest.importorskip("styler.worker", reason="styler.worker is not installed")
     from registry import Output
 
+    from styler.generate.jobs import request_from_payload
     from styler.tui.queue_ops import regen_payload
 
     payload = regen_payload(Registry(fixed_home).get(Output, OUT_MIX))
-    payload.pop("base")
-    req = worker.request_from_payload(payload, native=64)
+    req = request_from_payload(payload, native=64)
     assert (req.prompt, req.seed, req.steps, req.width, req.height, req.guidance) == (MARKUP_PROMPT, 7, 2, 16, 16, 7.5)
     assert req.adapters == [("anime@1", 0.5, 0.5), ("calligraphy/ink@1", 0.75, 0.25)]
+    assert req.extra == {"base": "tiny"}

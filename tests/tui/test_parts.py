@@ -9,7 +9,8 @@ import pytest
 
 from styler.tui.metrics import MetricsTail, RunStats
 from styler.tui.provenance import adapters_text, fmt_time, matches
-from styler.tui.queue_ops import FormError, eval_payload, mix_payload, parse_size
+from styler.generate.jobs import parse_size
+from styler.tui.queue_ops import FormError, eval_payload, mix_payload
 from styler.tui.widgets import bar_chart
 
 
@@ -50,8 +51,9 @@ def test_stats_keep_the_last_val_loss_and_skip_nan():
 
 def test_mix_payload_from_form_fields():
     p = mix_payload("a cat", [("anime@1", "0.5"), ("ink@2", "-0.25")], n="2", seed="", steps="20", size="64x32")
-    assert p == {"prompt": "a cat", "adapters": [["anime@1", 0.5, None], ["ink@2", -0.25, None]], "n": 2,
-                 "seed": None, "steps": 20, "scheduler": "ddim", "base": None, "width": 64, "height": 32}
+    assert p == {"prompt": "a cat", "negative": "", "adapters": [["anime@1", 0.5, None], ["ink@2", -0.25, None]],
+                 "n": 2, "seed": None, "steps": 20, "guidance": 7.5, "scheduler": "ddim", "base": None,
+                 "width": 64, "height": 32}
     assert "width" not in mix_payload("a cat", [], n="1", seed="3", steps="2")  # the base's own size
     for kwargs, message in [(dict(n="0"), "n must be at least 1"), (dict(seed="x"), "seed must be a whole number"),
                             (dict(size="60x64"), "multiples of 8")]:
@@ -62,7 +64,14 @@ def test_mix_payload_from_form_fields():
         mix_payload("a cat", [("anime@1", "lots")], n="1", seed="", steps="2")
     with pytest.raises(FormError, match="prompt is empty"):
         mix_payload("  ", [], n="1", seed="", steps="2")
-    assert parse_size("64") == (64, 64)
+    for kwargs, message in [(dict(steps="5000"), "more than the 1000"), (dict(scheduler="warp"), "unknown --scheduler"),
+                            (dict(size="big"), "use WIDTHxHEIGHT")]:  # what the CLI refuses, the form refuses
+        fields = {"n": "1", "seed": "", "steps": "2", **kwargs}
+        with pytest.raises(FormError, match=message):
+            mix_payload("a cat", [], **fields)
+    with pytest.raises(FormError, match="finite"):
+        mix_payload("a cat", [("anime@1", "nan")], n="1", seed="", steps="2")
+    assert parse_size("64") == (64, 64) and parse_size(" 64X32 ") == (64, 32) and parse_size("") is None
 
 
 def test_eval_payload():

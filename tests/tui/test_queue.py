@@ -49,8 +49,9 @@ def test_queue_a_mix_through_the_form_and_run_it(styled):
             assert len(jobs) == 1
             job = jobs[0]
             assert (job.kind, job.status) == ("generate", "queued")
-            assert job.payload == {"prompt": "a cat [bold]x", "adapters": [["anime@1", 0.25, None], ["watercolor@1", 0.75, None]],
-                                   "n": 1, "seed": 11, "steps": 2, "scheduler": "ddim", "base": "tiny"}
+            assert job.payload == {"prompt": "a cat [bold]x", "negative": "",
+                                   "adapters": [["anime@1", 0.25, None], ["watercolor@1", 0.75, None]],
+                                   "n": 1, "seed": 11, "steps": 2, "guidance": 7.5, "scheduler": "ddim", "base": "tiny"}
             rows = {r[0]: r for r in cell_texts(pane.jobs_table)}
             assert rows[job.id[-8:]][1:4] == ["generate", "queued", "0"]
 
