@@ -158,22 +158,6 @@ def _check_folder(folder: Path, label: str) -> None:
         raise ModelNotFound(f"{label} has no .safetensors weights")
 
 
-def _find_in_hf_cache(repo_id: str) -> Path | None:
-    from ..models.resolve import _snapshot, hf_cache_dir
-
-    cache = hf_cache_dir()
-    if not cache.is_dir():
-        return None
-    want = "models--" + repo_id.replace("/", "--")
-    dirs = [cache / want] if (cache / want).is_dir() else [d for d in cache.glob("models--*")
-                                                           if d.name.lower() == want.lower()]
-    for repo_dir in dirs:
-        snap = _snapshot(repo_dir)
-        if snap is not None:
-            return snap
-    return None
-
-
 def clip_hash(folder: Path) -> str:
     """sha256 over config.json and the safetensors weights (per-file digests are cached in
     <home>/models/hashes.json, shared with the base models' identity, so big files are read once)."""
@@ -200,8 +184,6 @@ def clip_hash(folder: Path) -> str:
 
 def resolve_clip(spec: str | None = None) -> ClipRef:
     """The CLIP model for evaluation: `spec`, else $STYLER_CLIP, else `clip` in config.toml."""
-    import re
-
     from ..config import load_settings, settings_path
 
     origin = ""
@@ -223,10 +205,10 @@ def resolve_clip(spec: str | None = None) -> ClipRef:
     if path.is_file():
         raise UsageError(f"{path}{origin} is a file; --clip takes a CLIP model folder (config.json + .safetensors), "
                          "a Hugging Face repo id or tiny")
-    if re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", spec):
-        from ..models.resolve import hf_cache_dir
+    from ..models.resolve import hf_cache_dir, hf_snapshot, is_repo_id
 
-        snap = _find_in_hf_cache(spec)
+    if is_repo_id(spec):
+        snap = hf_snapshot(spec)
         if snap is None:
             raise ModelNotFound(f"CLIP model {spec!r}{origin} is not in the local Hugging Face cache ({hf_cache_dir()}); "
                                 "styler does not download it: fetch it yourself (huggingface-cli download "

@@ -55,16 +55,50 @@ def hf_cache_dir() -> Path:
     return Path(xdg).expanduser() / "huggingface" / "hub"
 
 
-def _snapshot(repo_dir: Path) -> Path | None:
-    """The snapshot `refs/main` points at, else the newest snapshot."""
-    ref = repo_dir / "refs" / "main"
-    if ref.is_file():
-        snap = repo_dir / "snapshots" / ref.read_text("utf-8").strip()
-        if snap.is_dir():
-            return snap
-    snaps = sorted((p for p in (repo_dir / "snapshots").glob("*") if p.is_dir()),
-                   key=lambda p: (p.stat().st_mtime_ns, p.name))
-    return snaps[-1] if snaps else None
+def is_repo_id(spec: str) -> bool:
+    """Whether `spec` has the form of a Hugging Face repo id, `org/name`."""
+    return bool(_REPO_ID.match(spec)) and not spec.startswith((".", "~"))
+
+
+def _cached_snapshot(repo_id: str, cache: Path) -> Path | None:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, cache_dir=str(cache), local_files_only=True))
+    except LocalEntryNotFoundError as exc:
+        # IncompleteSnapshotError (huggingface_hub >= 2): the hub's file list names files this
+        # snapshot lacks, as after styler's own download of only what diffusers loads; callers
+        # check the files they need
+        partial = getattr(exc, "snapshot_path", None)
+        return Path(partial) if partial else None
+    except (OSError, ValueError):  # an id the hub refuses, an unreadable ref
+        return None
+
+
+def hf_snapshot(repo_id: str, cache: Path | None = None) -> Path | None:
+    """The local snapshot of `repo_id` that its `refs/main` names, as huggingface_hub resolves it
+    offline (`snapshot_download(local_files_only=True)`: what `from_pretrained(repo_id)` loads with
+    downloads off); a repo cached under another letter case (the Hub's ids ignore case) is found
+    too. None when the cache has no main snapshot of it. Never downloads."""
+    cache = cache or hf_cache_dir()
+    if not cache.is_dir():
+        return None
+    found = _cached_snapshot(repo_id, cache)
+    if found is not None:
+        return found
+    from huggingface_hub import scan_cache_dir
+
+    try:
+        repos = scan_cache_dir(cache).repos
+    except Exception:  # CacheNotFound, an unreadable folder: nothing cached to find
+        return None
+    for repo in sorted(repos, key=lambda r: r.repo_id):
+        if repo.repo_type == "model" and repo.repo_id != repo_id and repo.repo_id.lower() == repo_id.lower():
+            found = _cached_snapshot(repo.repo_id, cache)
+            if found is not None:
+                return found
+    return None
 
 
 def _read_json(path: Path) -> dict:
@@ -90,19 +124,23 @@ def has_weights(folder: Path) -> bool:
 
 
 def scan_hf_cache(cache: Path | None = None) -> list[dict]:
-    """Stable Diffusion pipelines in the HF cache: repo id, snapshot path, family, completeness."""
+    """Stable Diffusion pipelines in the HF cache (each at its main snapshot, see `hf_snapshot`):
+    repo id, snapshot path, family, completeness."""
+    from huggingface_hub import scan_cache_dir
+
     cache = cache or hf_cache_dir()
     found = []
     if not cache.is_dir():
         return found
-    for repo_dir in sorted(cache.glob("models--*")):
-        parts = repo_dir.name[len("models--"):].split("--", 1)
-        snap = _snapshot(repo_dir)
-        if len(parts) != 2 or snap is None:
-            continue
-        fam = family(snap)
+    try:
+        repos = scan_cache_dir(cache).repos  # a damaged repo is left out (a warning there), not fatal
+    except Exception:
+        return found
+    for repo in sorted(repos, key=lambda r: r.repo_id):
+        snap = _cached_snapshot(repo.repo_id, cache) if repo.repo_type == "model" else None
+        fam = family(snap) if snap is not None else ""
         if fam:
-            found.append({"repo_id": "/".join(parts), "path": snap, "family": fam, "complete": has_weights(snap)})
+            found.append({"repo_id": repo.repo_id, "path": snap, "family": fam, "complete": has_weights(snap)})
     return found
 
 
@@ -123,12 +161,8 @@ def _fix_hint() -> str:
 def _resolve_repo(repo_id: str, allow_download: bool, origin: str) -> BaseModel:
     cache = hf_cache_dir()
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
 
-    try:
-        snap = Path(snapshot_download(repo_id, cache_dir=str(cache), local_files_only=True))
-    except (LocalEntryNotFoundError, OSError, ValueError):
-        snap = None
+    snap = hf_snapshot(repo_id, cache)
     if snap is None or not (snap / "model_index.json").is_file():
         if not allow_download:
             raise ModelNotFound(f"base model {repo_id!r}{origin} is not in the local Hugging Face cache "
@@ -173,7 +207,7 @@ def _resolve_spec(spec: str, allow_download: bool, origin: str) -> BaseModel:
                 "run arbitrary code. Convert it to .safetensors with a tool you trust and pass that file")
         raise UsageError(f"{path}{origin} is not a base model: expected a .safetensors file, a diffusers "
                          "folder, a Hugging Face repo id or tiny")
-    if _REPO_ID.match(spec) and not spec.startswith((".", "~")):
+    if is_repo_id(spec):
         return _resolve_repo(spec, allow_download, origin)
     raise ModelNotFound(f"base model {spec!r}{origin} not found: no such file or folder "
                         "(expected tiny, a diffusers folder, a .safetensors file or a Hugging Face repo id)")
