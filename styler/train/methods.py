@@ -144,6 +144,18 @@ class DreamBoothMethod(LoraMethod):
         return self.cfg.instance_prompt or text
 
 
+def known_word(tok, text: str) -> str:
+    """The tokenizer's vocabulary entry that `text` already is ("" if none): the entry itself, or
+    the one token the tokenizer reads `text` as (CLIP's BPE keeps whole words as `word</w>`, and
+    lowercases, so `Cat` is `cat</w>`)."""
+    if text in tok.get_vocab():
+        return text
+    ids = tok.encode(text, add_special_tokens=False)
+    if len(ids) == 1 and ids[0] != tok.unk_token_id:
+        return tok.convert_ids_to_tokens(ids[0])
+    return ""
+
+
 class TextualInversionMethod(Method):
     name = "textual-inversion"
 
@@ -180,9 +192,12 @@ class TextualInversionMethod(Method):
     def check_tokens(self, tok) -> list[int]:
         """Refuse a token the tokenizer already has and an --init-token that is not one token
         (train's preflight runs this before anything is written); returns the init token's ids."""
-        vocab = tok.get_vocab()
-        if any(t in vocab for t in self.tokens):
-            raise UsageError(f"--token {self.token!r} is already a word of the tokenizer; choose a new one, e.g. <{self.token}>")
+        for t in self.tokens:
+            entry = known_word(tok, t)
+            if entry:
+                adds = f" with --vectors {len(self.tokens)} adds {t!r}, which" if t != self.token else ""
+                raise UsageError(f"--token {self.token!r}{adds} is already a word of the tokenizer ({entry!r} in its "
+                                 f"vocabulary); choose a new one, e.g. <{self.token}>")
         init_ids = tok.encode(self.cfg.init_token, add_special_tokens=False) if self.cfg.init_token else []
         if self.cfg.init_token and len(init_ids) != 1:
             raise UsageError(f"--init-token {self.cfg.init_token!r} is {len(init_ids)} tokens; give one word the tokenizer knows")

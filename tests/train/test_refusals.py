@@ -90,3 +90,23 @@ def test_a_base_with_a_broken_unet_config(calli, styler_home, tiny_base_dir, tmp
 def test_dry_run_refuses_the_same(calli, styler_home):
     r = run_cli("train", calli, "--base", "tiny", "--resolution", "16", "--steps", "1", "--dry-run")
     _refused(r, "--resolution 16 is too small", styler_home)
+
+
+@pytest.mark.parametrize("token, entry", [("cat", "cat</w>"), ("Ink", "ink</w>"), ("<mifu>", None)])
+def test_a_textual_inversion_token_that_is_a_whole_word_is_refused(calli, styler_home, capsys, token, entry):
+    # CLIP's vocabulary keeps whole words as `word</w>` (and lowercases): `cat` is not an entry,
+    # but the tokenizer reads it as one, so a new `cat` token would shadow that word
+    from styler.cli.main import main
+
+    capsys.readouterr()
+    args = ["train", calli, "--base", "tiny", "--resolution", "32", "--steps", "1", "--method", "textual-inversion",
+            "--token", token]
+    rc = main(args + (["--dry-run"] if entry is None else []))
+    cap = capsys.readouterr()
+    if entry is None:  # a token the tokenizer reads as several is new (its plan is enough to show it)
+        assert rc == 0, cap.err
+        return
+    assert rc == 2 and cap.out == "", cap.err
+    assert cap.err.strip() == (f"error: --token {token!r} is already a word of the tokenizer ({entry!r} in its "
+                               f"vocabulary); choose a new one, e.g. <{token}>")
+    assert Registry().all(Run) == [] and tree(styler_home / "runs") == []
