@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .blobs import BlobStore
-from .errors import RegistryCorrupt
+from .errors import RegistryCorrupt, RegistryError
 from .ids import new_id
 from .records import Adapter, Dataset, Output, Run
 from .storage import REBUILDABLE, table_fix, table_of
@@ -72,6 +72,33 @@ def require_healthy_tables(reg: Registry, action: str) -> None:
            else "restore it from a backup first, or see `styler registry verify` for what else to do")
     raise RegistryCorrupt(f"cannot {action}: registry {what} {state} ({shown}); {fix}, "
                           f"else {action} would remove files that lost records still use")
+
+
+def record_gone_runs(reg: Registry) -> list[str]:
+    """Store `interrupted` on every run recorded as running whose process is gone (the rule of
+    Run.from_dict, judged again under the lock, so a run a resume has just taken over is left
+    alone), so every reader of the table agrees with what listings show. Returns the ids stored.
+    Best effort: a home that cannot be written (read-only, a lock held too long) keeps its records,
+    which still read as interrupted."""
+    with reg.locked(write=False):
+        gone = {d["id"] for p in reg.segments(Run.TABLE) for d in reg._docs(p, Run.TABLE) if Run.as_stored(d).gone()}
+    if not gone:
+        return []
+    stored = []
+    try:
+        with reg.locked():
+            for path in reg.segments(Run.TABLE):
+                with reg._db(path) as db:
+                    table = db.table(Run.TABLE)
+                    for doc in table.all():
+                        run = Run.as_stored(dict(doc))
+                        if run.id in gone and run.gone():
+                            table.update({"status": "interrupted", "error": run.error or run.gone_error()},
+                                         doc_ids=[doc.doc_id])
+                            stored.append(run.id)
+    except (RegistryError, OSError):
+        return []
+    return stored
 
 
 def verify(reg: Registry, *, rehash: bool = True) -> list[Problem]:

@@ -115,15 +115,26 @@ class Run(Record):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]):
-        """A `running` record whose process is gone reads as `interrupted` (the stored record is
-        left as it is: reads never write, and resuming the run rewrites it). Every reader —
-        `styler registry ls/show`, the TUI, `styler train --resume` — gets records through here."""
-        run = super().from_dict(data)
-        if run.status == "running" and run.pid and process_gone(run.pid, run.host, run.pid_started):
-            return dataclasses.replace(run, status="interrupted", error=run.error or (
-                f"its process (pid {run.pid}) ended without stopping the run (killed or crashed); continue "
-                f"with `styler train --resume {run.id}`"))
+        """A `running` record whose process is gone reads as `interrupted`. Every reader —
+        `styler registry ls/show`, the TUI, `styler train --resume` — gets records through here;
+        reads leave the stored record as it is, listings store it (maintenance.record_gone_runs)."""
+        run = cls.as_stored(data)
+        if run.gone():
+            return dataclasses.replace(run, status="interrupted", error=run.error or run.gone_error())
         return run
+
+    @classmethod
+    def as_stored(cls, data: dict[str, Any]) -> "Run":
+        """The record as stored, `running` even when its process is gone."""
+        return super().from_dict(data)
+
+    def gone(self) -> bool:
+        """Recorded as running, but its process is certainly gone (process_gone)."""
+        return self.status == "running" and bool(self.pid) and process_gone(self.pid, self.host, self.pid_started)
+
+    def gone_error(self) -> str:
+        return (f"its process (pid {self.pid}) ended without stopping the run (killed or crashed); continue "
+                f"with `styler train --resume {self.id}`")
 
 
 @dataclass(frozen=True)

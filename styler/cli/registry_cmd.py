@@ -60,6 +60,10 @@ def ls(
         return
     if table not in types:
         raise UsageError(f"unknown table {table!r}; use one of {', '.join(TABLES)}")
+    if table == "runs":  # store what a run whose process is gone reads as (interrupted)
+        from registry.maintenance import record_gone_runs
+
+        record_gone_runs(reg)
     records = list(reversed(reg.all(types[table])))
     if limit:
         records = records[:limit]

@@ -49,6 +49,54 @@ def test_a_running_record_is_judged_by_its_process(styler_home):
     assert shown["status"] == "interrupted"
 
 
+def _stored(home) -> dict[str, dict]:
+    """The runs table as written on disk, without Run.from_dict's reading."""
+    docs = json.loads((home / "registry" / "runs.json").read_text("utf-8"))["runs"].values()
+    return {d["id"]: d for d in docs}
+
+
+def _main(capsys, *args) -> tuple[int, str, str]:
+    from styler.cli.main import main
+
+    capsys.readouterr()
+    rc = main(list(args))
+    cap = capsys.readouterr()
+    return rc, cap.out, cap.err
+
+
+def test_listing_runs_stores_interrupted_for_a_run_whose_process_is_gone(styler_home, capsys):
+    from registry.records import process_started
+
+    me, here = os.getpid(), socket.gethostname()
+    reg = Registry()
+    dead = reg.insert(Run(status="running", pid=_dead_pid(), host=here))
+    live = reg.insert(Run(status="running", pid=me, host=here, pid_started=process_started(me)))
+    elsewhere = reg.insert(Run(status="running", pid=_dead_pid(), host=here + "-other-node"))
+    failed = reg.insert(Run(status="failed", pid=_dead_pid(), host=here, error="boom"))
+    assert _stored(styler_home)[dead.id]["status"] == "running"
+
+    rc, out, err = _main(capsys, "registry", "ls", "runs", "--json")
+    assert rc == 0, err
+    listed = {r["id"]: r["status"] for r in json.loads(out)}
+    stored = _stored(styler_home)
+    assert {k: stored[k]["status"] for k in listed} == listed == {
+        dead.id: "interrupted", live.id: "running", elsewhere.id: "running", failed.id: "failed"}
+    assert "ended without stopping the run" in stored[dead.id]["error"] and stored[failed.id]["error"] == "boom"
+    rc, out, err = _main(capsys, "registry", "verify")
+    assert rc == 0 and out.strip() == "registry ok", err
+
+
+def test_a_read_only_home_still_lists_a_gone_run_as_interrupted(styler_home, capsys, monkeypatch):
+    from tests.registry.readonly import make_read_only
+
+    dead = Registry().insert(Run(status="running", pid=_dead_pid(), host=socket.gethostname()))
+    make_read_only(monkeypatch, styler_home)
+    rc, out, err = _main(capsys, "registry", "ls", "runs", "--json")
+    assert rc == 0 and err == "", err
+    assert [(r["id"], r["status"]) for r in json.loads(out)] == [(dead.id, "interrupted")]
+    assert _stored(styler_home)[dead.id]["status"] == "running"  # nothing could be written, nothing failed
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 def test_a_run_killed_before_its_first_checkpoint_restarts_from_step_0(calli, styler_home, tmp_path):

@@ -53,3 +53,27 @@ def test_runs_tab_follows_appended_metrics(fixed_home):
             assert list(spark.data)[-2:] == [0.6, 0.5]
 
     asyncio.run(go())
+
+
+def test_runs_tab_stores_interrupted_for_a_run_whose_process_is_gone(styler_home):
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    from registry import Registry, Run
+
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    run = Registry().insert(Run(status="running", pid=p.pid, host=socket.gethostname()))
+
+    async def go():
+        app = make_app(styler_home)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.press("3")
+            await settle(pilot)
+            assert [r.status for r in app.pane("runs").records] == ["interrupted"]
+
+    asyncio.run(go())
+    docs = json.loads((styler_home / "registry" / "runs.json").read_text("utf-8"))["runs"].values()
+    assert [(d["id"], d["status"]) for d in docs] == [(run.id, "interrupted")]  # stored, not only shown

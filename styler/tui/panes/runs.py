@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.text import Text
 from registry import Registry, Run
+from registry.maintenance import record_gone_runs
 from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
@@ -54,6 +55,7 @@ class RunsPane(TablePane):
 
     # -- table -----------------------------------------------------------------------------------
     def read(self, reg: Registry):
+        record_gone_runs(reg)  # a run whose process is gone is stored as interrupted, as it is shown
         return reg.all(Run)[::-1], self.dataset_labels_or_report(reg)
 
     def loaded(self, data) -> None:
