@@ -7,7 +7,7 @@ aside (`<file>.bad`), never deleted. Sources:
 - datasets: each `datasets/<name>/<N>/manifest.json` (written by the importer before the folder is
   committed) gives the record; its id comes from an adapter's provenance when one was trained on it.
 - adapters: each blob that is a safetensors file with styler's provenance (`styler.adapter`,
-  `styler.method`, `styler.base`, … in its metadata). The header is read with json+struct: no
+  `styler.method`, `styler.base`, … in its metadata). The header is read by registry.headers: no
   torch here. The id comes from a run (`adapter_id`) or an output that names the adapter.
 
 Other tables cannot be rebuilt from files; `empty=(table, …)` starts such a table empty (its damaged
@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .blobs import BlobStore
 from .errors import InvalidName, RegistryCorrupt, RegistryError
+from .headers import BadSafetensors, read_safetensors_header
 from .ids import id_at, iso_at
 from .maintenance import Problem, table_problems
 from .names import parse_name
@@ -31,31 +31,13 @@ from .records import Adapter, Dataset, Output, Record, Run
 from .storage import REBUILDABLE, table_of, write_json_atomic
 from .store import Registry
 
-MAX_HEADER = 100 << 20  # safetensors headers are small; this only guards against garbage
-
 
 def safetensors_header(path: Path) -> dict | None:
-    """The JSON header of a safetensors file (tensor names, shapes, `__metadata__`), or None when
-    the file is not one. Reads only the header."""
+    """The checked header of a safetensors file (registry.headers), or None when the file is not one."""
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as fh:
-            head = fh.read(8)
-            if len(head) < 8:
-                return None
-            (n,) = struct.unpack("<Q", head)
-            if n < 2 or n > min(size - 8, MAX_HEADER):
-                return None
-            raw = fh.read(n)
-    except OSError:
+        return read_safetensors_header(path)
+    except BadSafetensors:
         return None
-    if not raw.lstrip().startswith(b"{"):
-        return None
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        return None
-    return header if isinstance(header, dict) else None
 
 
 def _json(text, default):

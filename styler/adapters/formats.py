@@ -82,16 +82,12 @@ def _check_path(path) -> Path:
 
 def _header(path) -> tuple[Path, dict, dict]:
     """(path, {key: shape}, metadata) without reading any tensor."""
-    from safetensors import safe_open
+    from ..models.resolve import safetensors_header
 
     p = _check_path(path)
-    try:
-        with safe_open(str(p), framework="pt") as fh:
-            shapes = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
-            meta = dict(fh.metadata() or {})
-    except Exception as exc:  # safetensors raises its own error types for broken headers
-        raise InputError(f"{p} is not a readable .safetensors file ({str(exc).splitlines()[0][:200]})") from None
-    return p, shapes, meta
+    header = safetensors_header(p)
+    meta = dict(header.pop("__metadata__", None) or {})
+    return p, {k: tuple(header[k]["shape"]) for k in sorted(header)}, meta  # sorted, as safetensors lists them
 
 
 def _load(p: Path) -> dict:

@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import re
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -247,24 +246,14 @@ def weight_files(component_dir: Path) -> list[Path]:
 
 
 def safetensors_header(path: Path) -> dict:
-    """The JSON header of a safetensors file, checked against the file's size."""
+    """The checked JSON header of a safetensors file (registry.headers, the one reader), its
+    problems as InputError."""
+    from registry.headers import BadSafetensors, read_safetensors_header
+
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as fh:
-            raw = fh.read(8)
-            n = struct.unpack("<Q", raw)[0] if len(raw) == 8 else -1
-            if n < 2 or n > min(size - 8, 100 << 20):
-                raise InputError(f"{path} is not a valid safetensors file (bad header; truncated or corrupt)")
-            header = json.loads(fh.read(n))
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except ValueError:
-        raise InputError(f"{path} is not a valid safetensors file (unreadable header)") from None
-    end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
-    if size < 8 + n + end:
-        raise InputError(f"{path} is truncated ({size} bytes, its header needs {8 + n + end}); "
-                         "re-download or rebuild it")
-    return header
+        return read_safetensors_header(path)
+    except BadSafetensors as exc:
+        raise InputError(exc.message) from None
 
 
 def tensor_stats(path: Path) -> dict:

@@ -375,10 +375,10 @@ def test_other_bad_paths(tmp_path):
         read_adapter(tmp_path / "missing.safetensors")
     blob = tmp_path / ("ab" * 32)  # registry blobs have no suffix; the header decides
     blob.write_bytes(b"\x80\x04garbage that would be a pickle")
-    with pytest.raises(InputError, match="not a readable .safetensors"):
+    with pytest.raises(InputError, match="not a valid safetensors file"):
         read_adapter(blob)
     (tmp_path / "broken.safetensors").write_bytes(b"\x00" * 3)
-    with pytest.raises(InputError, match="not a readable .safetensors"):
+    with pytest.raises(InputError, match="not a valid safetensors file"):
         read_adapter(tmp_path / "broken.safetensors")
 
 
