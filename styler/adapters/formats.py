@@ -45,7 +45,6 @@ from ..errors import InputError, UsageError
 from .lora import AdapterData, LoraLayer
 from .ti import tokens_for
 
-PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle"}
 WRITE_FORMATS = ("peft", "kohya", "diffusers")
 TI_TOKENS_KEY = "styler.ti_tokens"
 LORA_META_KEY = "lora_adapter_metadata"
@@ -69,6 +68,8 @@ _SD_WORDS = ("transformer_blocks", "down_blocks", "up_blocks", "mid_block", "tim
 
 
 def _check_path(path) -> Path:
+    from ..models.resolve import PICKLE_SUFFIXES
+
     p = Path(path).expanduser()
     suffix = p.suffix.lower()
     if suffix in PICKLE_SUFFIXES:

@@ -32,7 +32,6 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 MAX_TOKENS = 77
 CACHE_FORMAT = 1  # bump when preprocessing changes: old cache entries are then ignored
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".msgpack", ".h5")
 _SEED_LOCK = threading.Lock()
 
 TINY_TEXT = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
@@ -142,7 +141,7 @@ def clip_weight_files(folder: Path) -> list[Path]:
 
 
 def _check_folder(folder: Path, label: str) -> None:
-    from ..models.resolve import _read_json
+    from ..models.resolve import NON_SAFETENSORS_WEIGHTS, PICKLE_SUFFIXES, _read_json
 
     if not (folder / "config.json").is_file():
         raise ModelNotFound(f"{label} has no config.json; a CLIP folder holds config.json and .safetensors weights "
@@ -155,6 +154,10 @@ def _check_folder(folder: Path, label: str) -> None:
         if pickles:
             raise UsageError(f"{label} has only pickled weights ({', '.join(pickles)}); styler does not unpickle "
                              "files, which can run arbitrary code: convert them to .safetensors or use a copy that has them")
+        other = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in NON_SAFETENSORS_WEIGHTS)
+        if other:
+            raise UsageError(f"{label} has only Flax or TensorFlow weights ({', '.join(other)}); styler reads only "
+                             ".safetensors: convert them or use a copy that has them")
         raise ModelNotFound(f"{label} has no .safetensors weights")
 
 

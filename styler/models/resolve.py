@@ -18,7 +18,11 @@ from pathlib import Path
 from ..errors import InputError, ModelNotFound, UsageError
 
 TINY_NOTICE = "tiny is a toy model with random weights for trying the workflow; set --base for real images"
-PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin", ".pkl"}
+# The one list of refused weight files, for base models, CLIP models and adapters alike. Pickles
+# can run code when opened, so styler never opens them; the others are not pickles but weights
+# styler cannot read (Flax msgpack, Keras/TensorFlow HDF5). Only .safetensors is read.
+PICKLE_SUFFIXES = frozenset({".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle"})
+NON_SAFETENSORS_WEIGHTS = {".msgpack": "Flax", ".h5": "Keras/TensorFlow"}
 WEIGHT_COMPONENTS = ("unet", "vae", "text_encoder")
 # repos whose configs fit any SD-1.5 checkpoint; preferred in this order
 SD15_REPOS = ("stable-diffusion-v1-5/stable-diffusion-v1-5", "runwayml/stable-diffusion-v1-5",
@@ -204,6 +208,9 @@ def _resolve_spec(spec: str, allow_download: bool, origin: str) -> BaseModel:
             raise UsageError(
                 f"{path}{origin} is a pickled checkpoint ({suffix}); styler does not unpickle files, which can "
                 "run arbitrary code. Convert it to .safetensors with a tool you trust and pass that file")
+        if suffix in NON_SAFETENSORS_WEIGHTS:
+            raise UsageError(f"{path}{origin} holds {NON_SAFETENSORS_WEIGHTS[suffix]} weights ({suffix}); styler reads "
+                             "only .safetensors: convert it, or use a copy of the model that has them")
         raise UsageError(f"{path}{origin} is not a base model: expected a .safetensors file, a diffusers "
                          "folder, a Hugging Face repo id or tiny")
     if is_repo_id(spec):
