@@ -39,8 +39,10 @@ def _store(reg: Registry, name: str, data, *, method: str, base: dict, metadata:
 
 def import_adapter(path: str | Path, name: str, *, base_spec: str | None = None, registry: Registry | None = None):
     """Read a kohya/diffusers/peft LoRA or an embedding, check it fits the base, register it."""
-    from ..generate.engine import Session
-    from .formats import check_compatible, detect_format, read_adapter
+    from ..device import resolve_placement
+    from ..models.load import load_pipeline
+    from ..models.resolve import base_identity, resolve_base
+    from .formats import check_compatible, detect_format, model_module_names, read_adapter
 
     reg = registry or Registry()
     full = parse_name(name, allow_version=False).full
@@ -48,12 +50,14 @@ def import_adapter(path: str | Path, name: str, *, base_spec: str | None = None,
     if not p.is_file():
         raise InputError(f"{p} does not exist")
     fmt = detect_format(p)
-    session = Session.open(base_spec)
-    data = read_adapter(p, module_names=session.module_names())
+    base = resolve_base(base_spec or None)
+    placement = resolve_placement()
+    pipe = load_pipeline(base, device=placement.device, dtype=placement.torch_dtype)  # its modules' names and shapes
+    data = read_adapter(p, module_names=model_module_names(pipe))
     if data.kind == "lora":
-        check_compatible(data, session.pipe)
+        check_compatible(data, pipe)
     method = "textual-inversion" if data.kind == "textual-inversion" else "imported"
-    return _store(reg, full, data, method=method, base=session.identity,
+    return _store(reg, full, data, method=method, base=base_identity(base),
                   metadata={"styler.imported_from": p.name, "styler.source_format": fmt},
                   extra={"source_file": str(p.resolve()), "source_format": fmt})
 
