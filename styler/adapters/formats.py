@@ -27,6 +27,11 @@ Written layouts:
   `text_encoder.text_model.<module>.lora_linear_layer.down.weight`/`.up.weight`. It has no place for an alpha
   (diffusers loads it at alpha = rank), so alpha/rank is baked into the up weights.
 
+An exported "peft" file (`styler adapters export --format peft`, library.export_payload) is written
+from `AdapterData.unit_scale()`: alpha/rank baked into lora_B and the metadata saying alpha = rank,
+because ComfyUI and older diffusers (0.32, for one) load peft files without reading any alpha; the
+file is then exact at scale 1 in every loader. styler's own stored files keep their alpha.
+
 Every file is written byte for byte the same for the same adapter (`safetensors_bytes`): A1111 and
 civitai identify a LoRA by the sha256 of its bytes after the header (AutoV3, `addnet_hash`), and a
 textual inversion by the sha256 of the whole file.
@@ -461,8 +466,7 @@ def _lora_tensors(data: AdapterData, fmt: str) -> tuple[dict, dict]:
             inner = "lora" if comp == "unet" else "lora_linear_layer"
             stem = f"{comp}.{path}.{inner}"
             tensors[f"{stem}.down.weight"] = _tensor(layer.down)
-            up = layer.up.float() * layer.scale
-            tensors[f"{stem}.up.weight"] = _tensor(up.to(layer.up.dtype))
+            tensors[f"{stem}.up.weight"] = _tensor(layer.unit_scale().up)
             if layer.magnitude is not None:
                 tensors[f"{comp}.{path}.{_magnitude_key(comp)}"] = _peft_magnitude(layer)
     if fmt == "peft":

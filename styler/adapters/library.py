@@ -79,9 +79,12 @@ def _export_metadata(record: Adapter, data, fmt: str) -> dict:
 
 def export_payload(record: Adapter, data, fmt: str) -> bytes:
     """The exact bytes `styler adapters export --format FMT` writes for `record`, whose file was read
-    as `data` (the same bytes every time)."""
+    as `data` (the same bytes every time). A peft export has alpha/rank folded into lora_B (see
+    formats' docstring): loaders that ignore the alpha metadata still apply it exactly."""
     from .formats import adapter_bytes
 
+    if fmt == "peft" and data.kind == "lora":
+        data = data.unit_scale()
     return adapter_bytes(data, fmt, _export_metadata(record, data, fmt))
 
 

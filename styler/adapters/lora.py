@@ -8,7 +8,7 @@ A layer's weight update is ΔW = (alpha / rank) · up @ down, reshaped to the mo
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 COMPONENTS = ("unet", "text_encoder")
 
@@ -34,6 +34,13 @@ class LoraLayer:
     def key(self) -> tuple[str, str]:
         return (self.component, self.module)
 
+    def unit_scale(self) -> "LoraLayer":
+        """The same ΔW with alpha = rank: alpha/rank folded into `up` (in fp32, cast back), for a
+        file whose loaders may apply no alpha at all."""
+        if float(self.alpha) == self.rank:
+            return self
+        return replace(self, up=(self.up.float() * self.scale).to(self.up.dtype), alpha=float(self.rank))
+
     def delta(self):
         """ΔW in fp32, shaped like the module's weight."""
         import torch
@@ -54,6 +61,10 @@ class AdapterData:
     embeddings: dict = field(default_factory=dict)  # token -> tensor [n_vectors, dim]
     metadata: dict = field(default_factory=dict)  # the file's safetensors metadata
     format: str = ""  # what it was read from: "peft" | "diffusers" | "kohya" | "textual-inversion"
+
+    def unit_scale(self) -> "AdapterData":
+        """Every layer with alpha = rank and the same ΔW (`LoraLayer.unit_scale`)."""
+        return replace(self, layers={k: layer.unit_scale() for k, layer in self.layers.items()})
 
     def components(self) -> set[str]:
         return {c for c, _ in self.layers}
