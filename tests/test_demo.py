@@ -15,17 +15,20 @@ def test_demo_runs_reuses_and_starts_fresh(tiny_home, monkeypatch):
     from styler import demo
 
     real = demo.run_demo
-    monkeypatch.setattr(demo, "run_demo", lambda **kw: real(train_steps=3, eval_n=2, gen_steps=2, **kw))
+    monkeypatch.setattr(demo, "run_demo", lambda **kw: real(train_steps=3, eval_n=2, gen_steps=2, sweep_n=1, **kw))
     r = run_cli("demo")
     assert r.exit_code == 0, r.stderr
     assert "demo done" in r.stdout and "styler tui" in r.stdout
     reg = Registry()
     assert sorted(a.name for a in reg.all(Adapter)) == ["demo/calligraphy", "demo/pixel", "demo/watercolor"]
-    assert len(reg.all(Dataset)) == 3
+    assert sorted(d.name for d in reg.all(Dataset)) == ["demo/calligraphy", "demo/pixel", "demo/plain", "demo/watercolor"]
+    assert all(d.source.startswith("synth:world-") for d in reg.all(Dataset))
+    assert "what each LoRA learned" in r.stdout and "probe: own style" in r.stdout
+    assert "Spearman" in r.stdout and "not with published CLIP scores" in r.stdout
     pngs = list((tiny_home / "demo" / "images").glob("*.png"))
     assert len(pngs) == 12 and "parameters" in Image.open(pngs[0]).info  # 3 styles × (baseline, adapter) × 2
-    sweep = next(line.split()[-1] for line in r.stdout.splitlines() if "mix sweep" in line)
-    assert Image.open(sweep).width > 7 * 64
+    sweep = next(line.split()[-1] for line in r.stdout.splitlines() if "probe sweep" in line)
+    assert Image.open(sweep).width > 7 * 64 and Image.open(sweep).height > 220  # the strip over the chart
     report = Path(next(line.split()[-1] for line in r.stdout.splitlines() if line.strip().startswith("report")))
     assert "data:image/png;base64" in report.read_text()
     assert {s.subject["name"] for s in reg.all(Score)} >= {"demo/pixel@1", "baseline vs demo/pixel@1"}
@@ -39,3 +42,22 @@ def test_demo_runs_reuses_and_starts_fresh(tiny_home, monkeypatch):
     assert r.exit_code == 0, r.stderr
     assert [a.version for a in reg.all(Adapter)] == [1, 1, 1]  # removed, then made again
     assert "reused" not in r.stdout
+
+
+def test_a_demo_made_on_an_earlier_tiny_base_starts_over(tiny_home, monkeypatch):
+    from dataclasses import replace
+
+    from styler import demo
+
+    real = demo.run_demo
+    monkeypatch.setattr(demo, "run_demo", lambda **kw: real(train_steps=3, eval_n=2, gen_steps=2, sweep_n=1, **kw))
+    assert run_cli("demo").exit_code == 0
+    reg = Registry()
+    old = reg.resolve(Adapter, "demo/pixel")
+    with reg.locked():  # as if trained on tiny v1 (random weights, other layer sizes)
+        reg.remove(Adapter, old.id)
+        reg.insert(replace(old, base={**old.base, "hash": "0" * 64}))
+    r = run_cli("demo")
+    assert r.exit_code == 0, r.stderr
+    assert "made on an earlier tiny base" in r.stderr and "reused" not in r.stdout
+    assert all(a.base["hash"] != "0" * 64 for a in reg.all(Adapter))

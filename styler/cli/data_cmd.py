@@ -76,7 +76,9 @@ def add(
 @app.command()
 def synth(
     name: Name,
-    kind: Annotated[str, typer.Option(help="calligraphy | pixel | watercolor.")] = "calligraphy",
+    kind: Annotated[str, typer.Option(help="calligraphy | pixel | watercolor (characters, sprites, flowers), or the "
+                                           "built-in world's shapes in a style: world-plain | world-pixel | "
+                                           "world-watercolor | world-calligraphy | world-stripes.")] = "calligraphy",
     n: Annotated[int, typer.Option("--n", help="Number of images.")] = 16,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same images).")] = 0,
     size: Annotated[int, typer.Option(help="Image size in pixels.")] = 64,

@@ -71,13 +71,39 @@ def run(
 @app.command()
 def probe(
     datasets: Annotated[list[str], typer.Argument(help="Two or more datasets, one per style.", show_default=False)],
-    on: Annotated[str, typer.Option("--on", help="What to classify: an evaluated adapter or mix, output ids (comma list), or a folder of images.")],
+    on: Annotated[Optional[str], typer.Option("--on", help="What to classify: an evaluated adapter or mix, output ids (comma list), or a folder of images.")] = None,
+    sweep: Annotated[Optional[str], typer.Option("--sweep", help="A:B - mix adapter A into B at weights 0, .2, .4, .5, .6, .8, 1, render each and probe it (instead of --on).", show_default=False)] = None,
+    n: Annotated[int, typer.Option("--n", help="With --sweep: images per weight (same prompts and seeds in every cell).")] = 8,
+    seed: Annotated[int, typer.Option(help="With --sweep: the first seed (then seed+1, ...).")] = 0,
+    steps: Annotated[int, typer.Option(help="With --sweep: sampling steps.")] = 20,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="With --sweep: folder for the images and the chart (default: the registry's).")] = None,
     clip: Annotated[Optional[str], typer.Option(help="CLIP model: HF repo id in the cache, a folder, or tiny.")] = None,
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """A linear probe on CLIP embeddings of the datasets: which style do the images read as?"""
+    from ..errors import UsageError
+
+    if (on is None) == (sweep is None):
+        raise UsageError("give what to classify with --on X, or a mix sweep with --sweep A:B (one of the two)")
+    if sweep is not None:
+        from ..eval.sweep import parse_sweep, probe_sweep
+
+        a, b = parse_sweep(sweep)
+        result = probe_sweep(datasets, a, b, n=n, seed=seed, steps=steps, clip=clip, out_dir=out_dir, warn=warn,
+                             placement=placement(device, dtype))
+        if as_json:
+            print_json(result)
+            return
+        out.print(f"probe sweep {escape(result['a'])} → {escape(result['b'])} ({n} images per weight; probe held-out "
+                  f"accuracy {result['probe_val_accuracy'] if result['probe_val_accuracy'] is not None else 'n/a'})")
+        for c in result["cells"]:
+            shares = "  ".join(f"{escape(k)} {v:.2f}" for k, v in c["share"].items())
+            out.print(f"  B weight {c['t']:<4g} {shares}")
+        out.print(f"  Spearman(B weight, share {escape(result['a_class'])}) = {result['spearman_a']:+.2f}")
+        out.print(f"  chart       {escape(result['chart'])}")
+        return
     from ..eval.probing import run_probe
 
     result = run_probe(datasets, on, clip=clip, warn=warn, placement=placement(device, dtype))
@@ -97,6 +123,7 @@ def scores(
     as_csv: Annotated[bool, typer.Option("--csv", help="CSV output.")] = False,
 ) -> None:
     """The comparison table: subjects and the baseline × metrics, the best per column in bold."""
+    from ..eval.features import clip_note
     from ..eval.table import best, columns, latest_scores, ordered_subjects
 
     rows = latest_scores(registry(), names, metric)
@@ -132,8 +159,9 @@ def scores(
             cells.append(f"[bold green]{v}[/]" if winners[m] == s else v)
         t.add_row(escape(s), *cells)
     out.print(t)
-    if any(not r.protocol.get("clip", {}).get("meaningful", True) for row in rows.values() for r in row.values()):
-        note("scores made with the tiny CLIP are not meaningful")
+    text = clip_note(r.protocol for row in rows.values() for r in row.values())
+    if text:
+        note(text)
 
 
 def report(

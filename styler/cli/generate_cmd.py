@@ -13,7 +13,8 @@ from .common import BatchOpt, DeviceOpt, DtypeOpt, escape, note, out, placement,
 Negative = Annotated[str, typer.Option("--negative", help="Negative prompt.")]
 Steps = Annotated[int, typer.Option(help="Sampling steps.")]
 Guidance = Annotated[float, typer.Option(help="CFG scale.")]
-Seed = Annotated[Optional[int], typer.Option(help="Seed of the first image (the next ones add 1); random if not given.")]
+Seed = Annotated[Optional[int], typer.Option(help="Seed of the first image (the next ones add 1); random if not given, "
+                                                   "0 for --sweep and grids (every cell the same seed).")]
 N = Annotated[int, typer.Option("--n", help="Number of images.")]
 Size = Annotated[str, typer.Option(help="WIDTHxHEIGHT, multiples of 8 (default: the base's native size).")]
 Sched = Annotated[str, typer.Option("--scheduler", help="ddim | euler | euler-a | dpm++ | dpm++-karras | unipc | pndm | ddpm.")]

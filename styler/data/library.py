@@ -61,7 +61,10 @@ def plan_remove(text: str, *, registry: Registry | None = None) -> list[Dataset]
     ids = {d.id for d in found}
     users = [a for a in reg.all(Adapter) if a.dataset_id in ids]
     if users:
-        raise UsageError(f"{', '.join(a.label for a in users[:3])} were trained on it; remove those adapters first")
+        names = ", ".join(a.label for a in users[:3]) + (f" and {len(users) - 3} more" if len(users) > 3 else "")
+        kind = "adapter" if len(users) == 1 else "adapters"
+        raise UsageError(f"{kind} {names} {'was' if len(users) == 1 else 'were'} trained on it; remove "
+                         f"{'that adapter' if len(users) == 1 else 'those adapters'} first (styler adapters rm NAME)")
     return found
 
 

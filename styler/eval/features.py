@@ -26,7 +26,7 @@ from pathlib import Path
 from ..errors import InputError, ModelNotFound, UsageError
 
 ENV_CLIP = "STYLER_CLIP"
-TINY_CLIP_VERSION = "1"
+TINY_CLIP_VERSION = "2"  # 1: random weights; 2: pretrained on the built-in world (shipped weights)
 TINY_MARKER = "styler_clip_tiny.json"
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -34,11 +34,33 @@ MAX_TOKENS = 77
 CACHE_FORMAT = 1  # bump when preprocessing changes: old cache entries are then ignored
 _SEED_LOCK = threading.Lock()
 
-TINY_TEXT = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-             "max_position_embeddings": MAX_TOKENS, "hidden_act": "quick_gelu"}
-TINY_VISION = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+# The tiny CLIP's towers. Its text tower is the tiny base's text encoder (styler.models.tiny).
+TINY_VISION = {"hidden_size": 96, "intermediate_size": 256, "num_hidden_layers": 3, "num_attention_heads": 4,
                "image_size": 64, "patch_size": 8, "num_channels": 3, "hidden_act": "quick_gelu"}
-TINY_PROJECTION = 32
+TINY_PROJECTION = 64
+WORLD_NOTE = ("tiny CLIP: trained on styler's built-in world; compare its scores with each other, "
+              "not with published CLIP scores")
+
+
+def clip_note(protocols) -> str:
+    """One line for a table or report whose scores used these protocols' CLIPs ('' if none
+    needs a note): the built-in world's tiny CLIP, or a CLIP with random weights."""
+    clips = [((p or {}).get("clip") or {}) for p in protocols]
+    if any(c.get("world") for c in clips):
+        return WORLD_NOTE
+    if any(not c.get("meaningful", True) for c in clips):
+        return "scores made with a CLIP that has random weights are not meaningful"
+    return ""
+
+
+def tiny_clip_config():
+    from transformers import CLIPConfig
+
+    from ..models.tiny import TEXT_CONFIG
+    from ..models.tokenizer import special_ids, vocab_size
+
+    return CLIPConfig(text_config={"vocab_size": vocab_size(), **special_ids(), **TEXT_CONFIG},
+                      vision_config=dict(TINY_VISION), projection_dim=TINY_PROJECTION)
 
 
 @dataclass(frozen=True)
@@ -48,13 +70,20 @@ class ClipRef:
     path: Path
     hash: str
     meaningful: bool  # False for toy models with random weights
+    world: bool = False  # the built-in world's tiny CLIP: meaningful only against other tiny-CLIP scores
+
+    @property
+    def note(self) -> str:
+        if self.world:
+            return WORLD_NOTE
+        return "" if self.meaningful else f"{self.name} has random weights: its scores are not meaningful"
 
 
 # ---------------------------------------------------------------- the tiny CLIP
 
 
-def tiny_clip_dir(home: str | os.PathLike, seed: int = 0) -> Path:
-    name = TINY_CLIP_VERSION if seed == 0 else f"{TINY_CLIP_VERSION}-seed{seed}"
+def tiny_clip_dir(home: str | os.PathLike, seed: int | None = None) -> Path:
+    name = TINY_CLIP_VERSION if seed is None else f"{TINY_CLIP_VERSION}-random{seed}"
     return Path(home) / "models" / "clip-tiny" / name
 
 
@@ -62,24 +91,29 @@ def _is_built(folder: Path) -> bool:
     return (folder / TINY_MARKER).is_file() and (folder / "config.json").is_file()
 
 
-def build_tiny_clip(dest: str | os.PathLike, seed: int = 0) -> Path:
-    """Build the toy CLIP into `dest` atomically (temp folder beside it, renamed into place).
-    Same seed, same bytes."""
+def build_tiny_clip(dest: str | os.PathLike, seed: int | None = None) -> Path:
+    """Build the tiny CLIP into `dest` atomically (temp folder beside it, renamed into place): the
+    shipped pretrained weights (checked by sha256), or random ones from `seed` (tests). Same
+    arguments, same bytes."""
     import torch
-    from transformers import CLIPConfig, CLIPModel
+    from transformers import CLIPModel
 
     from ..models.load import quiet
-    from ..models.tokenizer import special_ids, vocab_size, write_tokenizer
+    from ..models.tiny import shipped_state
+    from ..models.tokenizer import write_tokenizer
 
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.build-", dir=dest.parent))
     try:
-        config = CLIPConfig(text_config={"vocab_size": vocab_size(), **special_ids(), **TINY_TEXT},
-                            vision_config=dict(TINY_VISION), projection_dim=TINY_PROJECTION)
-        with _SEED_LOCK, torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        config = tiny_clip_config()
+        if seed is None:
             model = CLIPModel(config).eval()
+            model.load_state_dict(shipped_state("clip"))
+        else:
+            with _SEED_LOCK, torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                model = CLIPModel(config).eval()
         with quiet():
             model.save_pretrained(str(tmp), safe_serialization=True)
         write_tokenizer(tmp)
@@ -89,8 +123,12 @@ def build_tiny_clip(dest: str | os.PathLike, seed: int = 0) -> Path:
                "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
                "image_mean": list(CLIP_MEAN), "image_std": list(CLIP_STD), "do_convert_rgb": True}
         (tmp / "preprocessor_config.json").write_text(json.dumps(pre, indent=2) + "\n", "utf-8")
-        marker = {"name": "clip-tiny", "version": TINY_CLIP_VERSION, "seed": seed,
-                  "note": "toy CLIP with random weights, for trying the workflow; scores are not meaningful"}
+        if seed is None:
+            marker = {"name": "clip-tiny", "version": TINY_CLIP_VERSION, "weights": "pretrained",
+                      "note": WORLD_NOTE + " (recipe: styler/models/pretrain.py)"}
+        else:
+            marker = {"name": "clip-tiny", "version": TINY_CLIP_VERSION, "weights": "random", "seed": seed,
+                      "note": "toy CLIP with random weights (tests); scores are not meaningful"}
         (tmp / TINY_MARKER).write_text(json.dumps(marker, indent=2) + "\n", "utf-8")
         os.chmod(tmp, 0o755)
         try:
@@ -107,7 +145,7 @@ def build_tiny_clip(dest: str | os.PathLike, seed: int = 0) -> Path:
     return dest
 
 
-def ensure_tiny_clip(home: str | os.PathLike | None = None, seed: int = 0) -> Path:
+def ensure_tiny_clip(home: str | os.PathLike | None = None, seed: int | None = None) -> Path:
     """The toy CLIP's folder in `home` (default: styler's home), built on first use."""
     from filelock import FileLock
 
@@ -121,6 +159,11 @@ def ensure_tiny_clip(home: str | os.PathLike | None = None, seed: int = 0) -> Pa
     with FileLock(str(home / ".locks" / "clip-tiny.lock")):
         if not _is_built(folder):
             build_tiny_clip(folder, seed)
+            # earlier versions (random weights) are derived files nothing rebuilds: remove them;
+            # scores made with them keep their protocol (name, hash, meaningful False)
+            for old in (home / "models" / "clip-tiny").glob("*"):
+                if not old.name.startswith(TINY_CLIP_VERSION) and not old.name.startswith(".") and _is_built(old):
+                    shutil.rmtree(old, ignore_errors=True)
     return folder
 
 
@@ -133,7 +176,7 @@ def _not_configured() -> ModelNotFound:
     return ModelNotFound(
         "no CLIP model configured for evaluation; point styler at one with --clip "
         "openai/clip-vit-large-patch14 (in your HF cache) or a local folder, set `clip = …` in "
-        f"{settings_path()}, or use --clip tiny to try the workflow (scores not meaningful)")
+        f"{settings_path()}, or use --clip tiny (trained on the built-in world: for the tiny base)")
 
 
 def clip_weight_files(folder: Path) -> list[Path]:
@@ -185,8 +228,15 @@ def clip_hash(folder: Path) -> str:
     return hashlib.sha256("".join(line + "\n" for line in lines).encode()).hexdigest()
 
 
-def resolve_clip(spec: str | None = None) -> ClipRef:
-    """The CLIP model for evaluation: `spec`, else $STYLER_CLIP, else `clip` in config.toml."""
+def default_clip_for(base_kinds) -> str | None:
+    """The CLIP to use when none is configured: the tiny CLIP when what is scored was made on the
+    built-in tiny base (the two were pretrained on the same world), else None (configure one)."""
+    return "tiny" if "tiny" in set(base_kinds) else None
+
+
+def resolve_clip(spec: str | None = None, fallback: str | None = None) -> ClipRef:
+    """The CLIP model for evaluation: `spec`, else $STYLER_CLIP, else `clip` in config.toml, else
+    `fallback` (see default_clip_for)."""
     from ..config import load_settings, settings_path
 
     origin = ""
@@ -194,12 +244,14 @@ def resolve_clip(spec: str | None = None) -> ClipRef:
         spec, origin = os.environ.get(ENV_CLIP, "").strip(), f" (from {ENV_CLIP})"
     if not spec:
         spec, origin = load_settings().clip.strip(), f" (from clip in {settings_path()})"
+    if not spec and fallback:
+        spec, origin = fallback, " (the default on the tiny base)"
     if not spec:
         raise _not_configured()
     spec = spec.strip()
     if spec.lower() == "tiny":
         folder = ensure_tiny_clip()
-        return ClipRef("clip-tiny", "tiny", folder, clip_hash(folder), meaningful=False)
+        return ClipRef("clip-tiny", "tiny", folder, clip_hash(folder), meaningful=True, world=True)
     path = Path(spec).expanduser()
     if path.is_dir():
         path = path.resolve()

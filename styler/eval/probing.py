@@ -50,9 +50,12 @@ def run_probe(datasets: list[str], on: str, *, clip: str | None = None, registry
     reg = registry or Registry()
     if len(datasets) < 2:
         raise UsageError("the probe needs at least two datasets (one per style) to tell apart")
-    ref = resolve_clip(clip)
-    if not ref.meaningful and warn:
-        warn(f"probing with {ref.name}: a toy CLIP; the probabilities are not meaningful")
+    from ..models.resolve import resolve_base
+    from .features import default_clip_for
+
+    ref = resolve_clip(clip, fallback=default_clip_for([resolve_base(None).kind]) if not clip else None)
+    if ref.note and warn:
+        warn(ref.note)
     feats = ClipFeatures.open(ref, placement=placement)
     by_class, labels = {}, []
     for text in datasets:
@@ -63,7 +66,7 @@ def run_probe(datasets: list[str], on: str, *, clip: str | None = None, registry
     name, images, ids = _targets(on, reg)
     probs = predict(probe, feats.image_embeddings(images))
     summary = summarize(probe, probs)
-    protocol = {"clip": {"name": ref.name, "hash": ref.hash, "meaningful": ref.meaningful}, "classes": probe.classes,
+    protocol = {"clip": {"name": ref.name, "hash": ref.hash, "meaningful": ref.meaningful, "world": ref.world}, "classes": probe.classes,
                 "train_accuracy": probe.train_accuracy, "val_accuracy": probe.val_accuracy, "n": len(images)}
     for cls in probe.classes:
         reg.insert(Score(metric=f"probe:{cls}", value=float(summary["mean_probability"][cls]),

@@ -19,7 +19,7 @@ from styler.generate.grid import _ellipsize, _Face, make_grid, needs_cjk
 
 from .table import LOWER_IS_BETTER, _valid, best_per_metric, lower_is_better  # noqa: F401  (one rule, kept in table)
 
-TINY_NOTE = "scores from the tiny CLIP are not meaningful"
+TINY_NOTE = "scores from a CLIP with random weights are not meaningful"
 MAX_IMAGES = 8
 THUMB = 128
 
@@ -33,7 +33,8 @@ class SubjectReport:
     name: str
     images: list[Image.Image] = field(default_factory=list)
     scores: dict[str, float] = field(default_factory=dict)
-    meaningful: bool = True  # False when scored with the tiny CLIP
+    meaningful: bool = True  # False when scored with a CLIP that has random weights
+    clip_note: str = ""  # e.g. the built-in world's tiny CLIP: comparable only with its own scores
 
 
 def _metrics(subjects: list[SubjectReport]) -> list[str]:
@@ -128,6 +129,8 @@ def render_image(subjects: list[SubjectReport], title: str = "") -> Image.Image:
     chart_w = (width - 16 - (cols - 1) * 16) // cols
     if any(not s.meaningful for s in subjects):
         parts.append(_note("* " + TINY_NOTE, head, width - 16))
+    for text in sorted({s.clip_note for s in subjects if s.clip_note}):
+        parts.append(_note(text, head, width - 16))
     best = best_per_metric({s.name: s.scores for s in subjects})
     charts = [_chart(m, subjects, best.get(m), face, head, chart_w) for m in metrics]
     for i in range(0, len(charts), cols):
@@ -214,6 +217,8 @@ def render_html_text(subjects: list[SubjectReport], title: str = "") -> str:
         doc.append(f"<h1>{e(title)}</h1>")
     if any(not s.meaningful for s in subjects):
         doc.append(f'<p class="note">* {e(TINY_NOTE)}</p>')
+    for text in sorted({s.clip_note for s in subjects if s.clip_note}):
+        doc.append(f'<p class="note">{e(text)}</p>')
     if metrics:
         doc.append("<h2>Scores</h2><table><thead><tr><th>subject</th>")
         doc += [f'<th>{e(m)} {"↓" if lower_is_better(m) else "↑"}</th>' for m in metrics]

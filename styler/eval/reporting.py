@@ -7,6 +7,7 @@ from pathlib import Path
 from registry import Output, Registry
 
 from ..errors import UsageError
+from .features import clip_note
 from .run import output_images
 from .table import latest_scores
 
@@ -29,8 +30,10 @@ def write_report(names: list[str], out: str | Path, *, registry: Registry | None
         newest = max(scores.values(), key=lambda s: s.id)
         outs = [reg.get(Output, i) for i in newest.output_ids[:SAMPLES]]
         meaningful = all(s.protocol.get("clip", {}).get("meaningful", True) for s in scores.values())
+
         subjects.append(SubjectReport(name=name, images=output_images(outs, reg),
                                       scores={m: s.value for m, s in scores.items() if not m.startswith("probe:")},
-                                      meaningful=meaningful))
+                                      meaningful=meaningful,
+                                      clip_note=clip_note(s.protocol for s in scores.values()) if meaningful else ""))
     (render_png if path.suffix.lower() == ".png" else render_html)(subjects, path, title="styler report")
     return path

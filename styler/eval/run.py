@@ -76,6 +76,18 @@ def default_prompts(subject: Subject, reg: Registry, n: int) -> list[str]:
     return prompts[:n] or list(FALLBACK_PROMPTS)
 
 
+def _clip_fallback(subject: Subject, base: str | None) -> str | None:
+    """tiny when the subject's adapters (or, for the baseline, the base to render with) are the tiny base's."""
+    from .features import default_clip_for
+
+    kinds = [(a.base or {}).get("kind") for a, _ in subject.adapters]
+    if not kinds:
+        from ..models.resolve import resolve_base
+
+        kinds = [resolve_base(base or None).kind]
+    return default_clip_for(kinds)
+
+
 def read_prompts(path: str | Path) -> list[str]:
     from ..data.captions import read_utf8
 
@@ -195,9 +207,9 @@ def evaluate_transfer(text: str, content: str | Path, *, strength: float = 0.6, 
     if subject.kind == "baseline":
         raise UsageError("transfer scores compare an adapter or a mix with the baseline; name an adapter or a mix")
     files = content_files(content)
-    clip_ref = resolve_clip(clip)
-    if not clip_ref.meaningful:
-        warn(f"scoring with {clip_ref.name}: a toy CLIP for trying the workflow; its scores are not meaningful")
+    clip_ref = resolve_clip(clip, fallback=_clip_fallback(subject, base))
+    if clip_ref.note:
+        warn(clip_ref.note)
     prompt = prompt or (default_prompts(subject, reg, 1)[0])
     seeds = [seed + i for i in range(len(files))]
     from ..device import resolve_placement
@@ -212,9 +224,9 @@ def evaluate_transfer(text: str, content: str | Path, *, strength: float = 0.6, 
     content_images = [im.crop((0, 0, im.width // 8 * 8, im.height // 8 * 8)) for im in content_images]
     content_emb = features.image_embeddings(content_images)
     protocol = {"clip": {"name": clip_ref.name, "hash": clip_ref.hash, "meaningful": clip_ref.meaningful,
-                         **features.placement.as_dict()}, **placement.as_dict(), "n": len(files), "strength": strength, "prompt": prompt, "seeds": [seeds[0], seeds[-1]], "steps": steps,
+                         "world": clip_ref.world, **features.placement.as_dict()}, **placement.as_dict(), "n": len(files), "strength": strength, "prompt": prompt, "seeds": [seeds[0], seeds[-1]], "steps": steps,
                 "guidance": guidance, "base": session.identity, "transfer": True}
-    sims, results, subject_outs = {}, {}, []
+    sims, results, subject_outs, outputs = {}, {}, [], {}
     for subj in (subject, Subject("baseline", "baseline (transfer)")):
         outs = render_set(subj, [prompt] * len(files), seeds, settings, reg, session, warn, contents=files,
                           strength=strength)
@@ -227,6 +239,7 @@ def evaluate_transfer(text: str, content: str | Path, *, strength: float = 0.6, 
         if subj is subject:
             subject_outs = outs
         results[subj.name] = values
+        outputs[subj.name] = [o.id for o in outs]
         for m, v in values.items():
             reg.insert(Score(metric=m, value=float(v), subject=subj.as_dict(), output_ids=[o.id for o in outs],
                              protocol=protocol))
@@ -237,7 +250,7 @@ def evaluate_transfer(text: str, content: str | Path, *, strength: float = 0.6, 
         results[subject.name]["style_strength"] = strength_value
         reg.insert(Score(metric="style_strength", value=float(strength_value), subject=subject.as_dict(),
                          output_ids=[o.id for o in subject_outs], protocol=protocol))
-    return {"scores": results, "protocol": protocol}
+    return {"scores": results, "protocol": protocol, "outputs": outputs}
 
 
 def _unit(image):
@@ -327,9 +340,9 @@ def evaluate(text: str, *, prompts_file=None, n: int = 8, seed: int = 0, metrics
             raise UsageError(f"{', '.join(sorted(DATASET_METRICS & set(chosen)))} compare with a dataset; give --against DATASET")
         warn("no dataset to compare with (give --against DATASET); style_sim, fid, kid and cmmd are skipped")
         chosen = [m for m in chosen if m not in DATASET_METRICS]
-    clip_ref = resolve_clip(clip)
-    if not clip_ref.meaningful:
-        warn(f"scoring with {clip_ref.name}: a toy CLIP for trying the workflow; its scores are not meaningful")
+    clip_ref = resolve_clip(clip, fallback=_clip_fallback(subject, base))
+    if clip_ref.note:
+        warn(clip_ref.note)
     prompts = read_prompts(prompts_file) if prompts_file else default_prompts(subject, reg, n)
     plist = [prompts[i % len(prompts)] for i in range(n)]
     seeds = [seed + i for i in range(n)]
@@ -343,7 +356,7 @@ def evaluate(text: str, *, prompts_file=None, n: int = 8, seed: int = 0, metrics
     features = ClipFeatures.open(clip_ref, placement=placement)
     ref_emb = None
     protocol = {"clip": {"name": clip_ref.name, "hash": clip_ref.hash, "meaningful": clip_ref.meaningful,
-                         **features.placement.as_dict()}, **placement.as_dict(),
+                         "world": clip_ref.world, **features.placement.as_dict()}, **placement.as_dict(),
                 "n": n, "seeds": [seeds[0], seeds[-1]], "prompts_sha256": hashlib.sha256("\n".join(plist).encode()).hexdigest(),
                 "steps": steps, "guidance": guidance, "size": side, "scheduler": "ddim", "resize": "shorter side to the CLIP input, center crop",
                 "base": session.identity}
@@ -353,7 +366,7 @@ def evaluate(text: str, *, prompts_file=None, n: int = 8, seed: int = 0, metrics
         chosen = _fitting_metrics(chosen, n, len(ref_paths), features.model.config.projection_dim, explicit, warn)
         if DATASET_METRICS & set(chosen):
             ref_emb = features.image_embeddings(ref_paths)
-    results = {}
+    results, outputs = {}, {}
     # a baseline is only comparable with subjects scored against the same reference dataset
     baseline = Subject("baseline", f"baseline vs {protocol['against']['name']}" if "against" in protocol else "baseline")
     if subject.kind == "baseline":
@@ -376,4 +389,5 @@ def evaluate(text: str, *, prompts_file=None, n: int = 8, seed: int = 0, metrics
             reg.insert(Score(metric=m, value=float(v), subject=subj.as_dict(), output_ids=[o.id for o in outs],
                              protocol=protocol))
         results[subj.name] = values
-    return {"scores": results, "protocol": protocol}
+        outputs[subj.name] = [o.id for o in outs]
+    return {"scores": results, "protocol": protocol, "outputs": outputs}

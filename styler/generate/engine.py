@@ -70,6 +70,7 @@ class Session:
         from ..adapters.formats import check_compatible, read_adapter
 
         if record.id not in self._data_cache:
+            self._check_base(record)
             blobs = BlobStore(registry.home)
             if not blobs.verify(record.blob):  # a flipped bit would change every image silently
                 raise InputError(f"the file of adapter {record.label} is missing or damaged (its sha256 no longer "
@@ -80,6 +81,19 @@ class Session:
                 check_compatible(data, self.pipe)
             self._data_cache[record.id] = data
         return self._data_cache[record.id]
+
+    def _check_base(self, record: Adapter) -> None:
+        """An adapter of an earlier built-in tiny base (other weights, other layer sizes) cannot
+        apply to today's: say so with the fix, instead of a shape error."""
+        made_on = record.base or {}
+        if (made_on.get("name") == "tiny" and self.identity.get("name") == "tiny"
+                and made_on.get("hash") and made_on.get("hash") != self.identity.get("hash")):
+            from ..models.tiny import TINY_VERSION
+
+            fix = ("styler demo --fresh" if record.name.startswith("demo/")
+                   else f"styler train --dataset DATASET --name {record.name} --base tiny")
+            raise InputError(f"adapter {record.label} was trained on an earlier built-in tiny base, which styler "
+                             f"replaced (now tiny v{TINY_VERSION}, pretrained); retrain it: {fix}")
 
     def module_names(self) -> dict[str, set[str]]:
         from ..adapters.formats import model_module_names

@@ -116,6 +116,11 @@ def run_sweep(req: Request, a: str, b: str, values=SWEEP_DEFAULT, *, registry=No
     for side in (a, b):
         if parse_name(side).full not in names:
             raise UsageError(f"--sweep {a}:{b}: {side} is not among the adapters of this mix")
+    given = {parse_name(s).full: w for s, w, _ in req.adapters}
+    replaced = [f"{side}={given[parse_name(side).full]:g}" for side in (a, b)]
+    if warn:
+        warn(f"--sweep {a}:{b} sets their weights to 1-t and t at each step; the weights given "
+             f"({', '.join(replaced)}) are not used")
     if req.seed is None:
         req.seed = 0
     session = Session.open(req.extra.get("base"), placement)

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from ..errors import InputError, ModelNotFound, UsageError
 
-TINY_NOTICE = "tiny is a toy model with random weights for trying the workflow; set --base for real images"
+TINY_NOTICE = ("tiny is a toy model pretrained on styler's built-in world of shapes and styles (64 px), for "
+               "trying the workflow; set --base for real images")
 # The one list of refused weight files, for base models, CLIP models and adapters alike. Pickles
 # can run code when opened, so styler never opens them; the others are not pickles but weights
 # styler cannot read (Flax msgpack, Keras/TensorFlow HDF5). Only .safetensors is read.

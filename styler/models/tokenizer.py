@@ -23,7 +23,7 @@ BOS = "<|startoftext|>"
 EOS = "<|endoftext|>"
 END = "</w>"
 MODEL_MAX_LENGTH = 77
-MAX_MERGES = 2000
+MAX_MERGES = 2100
 
 _ENGLISH = """
 a an the of in on at with and or by for to from as is style photo photograph picture image art
@@ -43,6 +43,7 @@ ship car train girl boy woman man person people face hand hands eye eyes hair dr
 forest garden field grass leaf leaves rock stone water fire paper scroll wall window door
 table chair cup bowl apple fruit bamboo plum orchid chrysanthemum lotus pine crane
 sks token concept subject object background foreground texture pattern border frame
+circle square triangle cross shape shapes colors colours striped stripes flat plain
 """
 
 _PHRASES = [

@@ -292,7 +292,7 @@ def test_check_compatible(trained, base_pipe, tmp_path):
     with pytest.raises(InputError, match="has no module down_blocks.7.x"):
         check_compatible(ghost, base_pipe)
     ti = AdapterData("textual-inversion", embeddings={"<t>": torch.zeros(1, 768)})
-    with pytest.raises(InputError, match="768 dims vs the text encoder's 32"):
+    with pytest.raises(InputError, match="768 dims vs the text encoder's 64"):
         check_compatible(ti, base_pipe)
 
 
@@ -520,7 +520,7 @@ def test_kohya_and_locon_files_with_ldm_unet_names_read_as_diffusers_converts_th
         tensors.update({f"{stem}.lora_down.weight": down, f"{stem}.lora_up.weight": up, f"{stem}.alpha": torch.tensor(1.0)})
         expect[("unet", module)] = (down, up)
     te = "lora_te_text_model_encoder_layers_0_self_attn_q_proj"
-    tensors.update({f"{te}.lora_down.weight": torch.ones(2, 32), f"{te}.lora_up.weight": torch.ones(32, 2)})
+    tensors.update({f"{te}.lora_down.weight": torch.ones(2, 64), f"{te}.lora_up.weight": torch.ones(64, 2)})
     kinds = {m.rsplit(".", 1)[-1] for _, m in expect}
     assert {"to_q", "proj_in", "conv1", "conv2", "time_emb_proj", "conv"} <= kinds  # also up/down samplers
     assert any("conv_shortcut" in m for _, m in expect) and any(".downsamplers." in m for _, m in expect)

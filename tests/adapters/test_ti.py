@@ -67,7 +67,7 @@ def _encoded_ids(session, prompt, monkeypatch, **kw):
 @pytest.mark.parametrize("token", ["<ink>", "<Mifu>"])
 def test_a_render_uses_all_n_vectors_as_diffusers_load_textual_inversion_does(session, monkeypatch, token):
     g = torch.Generator().manual_seed(0)
-    vectors = torch.randn(3, 32, generator=g)
+    vectors = torch.randn(3, 64, generator=g)
     session._load_tokens(SimpleNamespace(id=f"ti-{token}", label="ti@1"),
                          AdapterData("textual-inversion", embeddings={token: vectors}))
     tok = session.pipe.tokenizer
@@ -81,7 +81,7 @@ def test_a_render_uses_all_n_vectors_as_diffusers_load_textual_inversion_does(se
     assert all(torch.equal(emb[i].detach(), v) for i, v in zip(ids, vectors))
     # the last vector matters: another adapter with the same token and a different third vector
     other = vectors.clone()
-    other[2] = torch.randn(32, generator=g)  # (a constant shift would vanish in the layer norms)
+    other[2] = torch.randn(64, generator=g)  # (a constant shift would vanish in the layer norms)
     session._load_tokens(SimpleNamespace(id=f"ti2-{token}", label="ti2@1"),
                          AdapterData("textual-inversion", embeddings={token: other}))
     _, changed = _encoded_ids(session, f"a {token} cat", monkeypatch)
@@ -103,7 +103,7 @@ def test_textual_inversion_training_trains_every_vector(styler_home, tiny_home):
     assert r.exit_code == 0, r.stderr
     a = Registry().resolve(Adapter, "ink")
     vec = load_file(str(BlobStore(styler_home).path(a.blob)))["<ink>"]
-    assert vec.shape == (3, 32)
+    assert vec.shape == (3, 64)
     # all three start as the init word's embedding; each one must have moved
     from styler.models.load import load_pipeline
     from styler.models.resolve import resolve_base

@@ -61,7 +61,7 @@ def test_rm_refuses_a_dataset_adapters_were_trained_on(styler_home, tmp_path):
     d = Registry().resolve(Dataset, "used")
     Registry().insert(Adapter(name="used", version=1, dataset_id=d.id))
     r = run_cli("data", "rm", "used", "-y")
-    assert r.exit_code == 2 and "used@1 were trained on it" in r.stderr
+    assert r.exit_code == 2 and "adapter used@1 was trained on it; remove that adapter first" in r.stderr
     assert Registry().resolve(Dataset, "used")
 
 

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from styler.data import synth
-from styler.data.synth import CHARACTERS, FONT_ENV, KINDS, WORDS, SynthResult, find_cjk_font, synthesize
+from styler.data.synth import CHARACTERS, FONT_ENV, WORDS, SynthResult, find_cjk_font, synthesize
+from styler.data.synth import LEGACY_KINDS as KINDS  # the world-* kinds: tests/models/test_tiny_world.py
 from styler.errors import UsageError, WriteError
 
 CAPTION_START = {"calligraphy": "书法 ", "pixel": "pixel art, ", "watercolor": "watercolor painting of "}

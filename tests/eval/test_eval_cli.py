@@ -20,14 +20,15 @@ def _scores(name):
 def test_eval_scores_the_adapter_and_the_baseline_with_their_protocol(styled):
     r = run_cli("eval", "anime", *QUICK, "--n", "6", "--json")
     assert r.exit_code == 0, r.stderr
-    assert "not meaningful" in r.stderr
+    assert "not with published CLIP scores" in r.stderr  # the tiny CLIP, the default on the tiny base
+    assert json.loads(r.stdout)["protocol"]["clip"]["world"] is True
     data = json.loads(r.stdout)
     assert set(data["scores"]) == {"anime@1", "baseline vs anime@1"}
     mine, base = _scores("anime@1"), _scores("baseline vs anime@1")
     assert {"clip_t", "style_sim", "cmmd"} <= set(mine) and set(mine) == set(base)
     s = mine["style_sim"]
     assert s.subject["kind"] == "adapter" and len(s.output_ids) == 6
-    assert s.protocol["clip"]["meaningful"] is False and s.protocol["against"]["name"] == "anime@1"
+    assert s.protocol["clip"]["world"] is True and s.protocol["against"]["name"] == "anime@1"
     assert s.protocol["n"] == 6 and s.protocol["seeds"] == [0, 5]
     outs = [Registry().get(Output, i) for i in s.output_ids]
     assert [o.seed for o in outs] == list(range(6)) and all(o.adapters[0]["name"] == "anime" for o in outs)
@@ -57,7 +58,7 @@ def test_mix_eval_probe_scores_and_reports(styled, tmp_path):
     assert sum(probe["mean_probability"].values()) == pytest.approx(1.0, abs=1e-6)
     r = run_cli("scores")
     assert r.exit_code == 0 and "anime@1=0.5+watercolor@1=0.5" in r.stdout and "baseline vs watercolor@1" in r.stdout
-    assert "not meaningful" in r.stderr
+    assert "not with published CLIP scores" in r.stderr
     table = json.loads(run_cli("scores", "--json").stdout)
     assert "clip_t" in table["baseline vs watercolor@1"]
     only = json.loads(run_cli("scores", "anime@1=0.5+watercolor@1=0.5", "--json").stdout)
@@ -115,7 +116,6 @@ def test_the_best_per_column_is_highlighted(styled):
         (["eval", "anime", *QUICK, "--metrics", "sharpness"], 2, "clip_t"),
         (["eval", "nope", *QUICK], 1, "no adapter named 'nope'"),
         (["eval", "anime=0.5+ink=0.5", *QUICK, "--metrics", "style_sim"], 2, "--against"),
-        (["eval", "anime", "--steps", "2"], 2, "no CLIP model configured"),
         (["eval", "probe", "anime", "--on", "anime", "--clip", "tiny"], 2, "at least two datasets"),
         (["eval", "probe", "anime", "ink", "--on", "never-evaluated", "--clip", "tiny"], 2, "run `styler eval never-evaluated`"),
         (["report", "anime", "--out", "x.pdf"], 2, ".png or .html"),
@@ -157,17 +157,25 @@ def test_nan_features_are_refused(styled, monkeypatch):
 def test_metric_minimums_are_checked_before_anything_renders(styled):
     from registry import Output
 
-    # fid needs more images per side than the tiny CLIP's 32 dimensions: refused, nothing rendered
+    # fid needs more images per side than the tiny CLIP's 64 dimensions: refused, nothing rendered
     r = run_cli("eval", "anime", *QUICK, "--metrics", "fid,clip_t", "--n", "8")
     assert r.exit_code == 2, r.stderr
-    assert "fid needs at least 33 images per side, --n 8 is fewer; raise --n" in r.stderr
+    assert "fid needs at least 65 images per side, --n 8 is fewer; raise --n" in r.stderr
     assert Registry().count(Output) == 0 and Registry().count(Score) == 0
     # by default, the ones that do not fit are skipped with one warning, before rendering
     r = run_cli("eval", "anime", *QUICK, "--n", "3", "--json")
     assert r.exit_code == 0, r.stderr
-    assert r.stderr.count("skipped fid (needs 33), kid (needs 10)") == 1
+    assert r.stderr.count("skipped fid (needs 65), kid (needs 10)") == 1
     assert r.stderr.count("cmmd from only 3 images") == 1  # each caution once, not per subject or metric
     scores = json.loads(r.stdout)
     assert set(next(iter(scores["scores"].values()))) == {"clip_t", "style_sim", "cmmd"}
     assert scores["protocol"]["n"] == 3 and scores["protocol"]["against"]["n"] == 4
     assert all(s.protocol["n"] == 3 for s in Registry().all(Score))
+
+
+def test_the_tiny_clip_is_the_default_for_adapters_of_the_tiny_base(styled):
+    # no --clip, no STYLER_CLIP, no clip in config.toml: adapters of the tiny base get the tiny CLIP
+    r = run_cli("eval", "anime", "--steps", "2", "--n", "2", "--metrics", "clip_t", "--json")
+    assert r.exit_code == 0, r.stderr
+    clip = json.loads(r.stdout)["protocol"]["clip"]
+    assert clip["name"] == "clip-tiny" and clip["world"] is True

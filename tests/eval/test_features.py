@@ -14,9 +14,10 @@ from styler.eval import features as F
 
 @pytest.fixture(scope="session")
 def tiny_clips(tmp_path_factory):
-    """Two toy CLIPs built once: seed 0 (what `tiny` builds) and seed 1 (a different model)."""
+    """Two tiny CLIPs built once: the shipped pretrained one (what `tiny` builds) and one with
+    random weights from seed 1 (a different model)."""
     root = tmp_path_factory.mktemp("clip")
-    return F.build_tiny_clip(root / "seed0", seed=0), F.build_tiny_clip(root / "seed1", seed=1)
+    return F.build_tiny_clip(root / "shipped"), F.build_tiny_clip(root / "seed1", seed=1)
 
 
 @pytest.fixture
@@ -45,17 +46,18 @@ def _ref(folder, name="t"):
 
 
 def test_tiny_clip_is_deterministic_and_loads(tmp_path, tiny_clips, styler_home):
-    again = F.build_tiny_clip(tmp_path / "again", seed=0)
+    again = F.build_tiny_clip(tmp_path / "again")
     assert F.clip_hash(again) == F.clip_hash(tiny_clips[0])
     assert (again / "model.safetensors").read_bytes() == (tiny_clips[0] / "model.safetensors").read_bytes()
     assert F.clip_hash(tiny_clips[1]) != F.clip_hash(tiny_clips[0])
 
     ref = F.resolve_clip("tiny")  # built on first use inside the home
-    assert ref.kind == "tiny" and ref.meaningful is False
+    assert ref.kind == "tiny" and ref.meaningful is True and ref.world is True
+    assert ref.note == F.WORLD_NOTE and "not with published CLIP scores" in ref.note
     assert ref.path == F.tiny_clip_dir(styler_home) and ref.hash == F.clip_hash(tiny_clips[0])
     feats = F.ClipFeatures.open(ref)
     assert feats.settings["crop"] == (64, 64)
-    assert feats.text_embeddings(["a cat"]).shape == (1, 32)
+    assert feats.text_embeddings(["a cat"]).shape == (1, 64)
 
 
 def test_nothing_configured_names_the_ways_out(styler_home, monkeypatch):
@@ -139,15 +141,15 @@ def test_embeddings_normalised_and_deterministic(styler_home, tiny_clips, synth_
 
     feats = F.ClipFeatures.open(_ref(tiny_clips[0]), batch_size=4)  # several batches
     a = feats.image_embeddings(synth_images)
-    assert a.shape == (6, 32)
+    assert a.shape == (6, 64)
     assert torch.allclose(a.norm(dim=-1), torch.ones(6), atol=1e-5)
     b = F.ClipFeatures.open(_ref(tiny_clips[0])).image_embeddings([Image.open(p) for p in synth_images])
     assert torch.allclose(a, b, atol=1e-6)  # paths and PIL images, any batch size: same numbers
 
     t = feats.text_embeddings(["pixel art", "书法 永", "a very long prompt " * 60])
-    assert t.shape == (3, 32)
+    assert t.shape == (3, 64)
     assert torch.allclose(t.norm(dim=-1), torch.ones(3), atol=1e-5)
-    assert feats.image_embeddings([]).shape == (0, 32)
+    assert feats.image_embeddings([]).shape == (0, 64)
 
 
 def test_cache_serves_repeats_without_the_model(styler_home, tiny_clips, synth_images, monkeypatch):
@@ -171,7 +173,7 @@ def test_cache_serves_repeats_without_the_model(styler_home, tiny_clips, synth_i
     assert seen == [] and torch.equal(first, again)
     # a mix: only the two new keys reach the model (and a repeated key is computed once)
     mixed = feats.image_embeddings(synth_images + synth_images[5:], keys=keys + keys[5:])
-    assert seen == [2] and mixed.shape == (7, 32)
+    assert seen == [2] and mixed.shape == (7, 64)
     assert torch.allclose(mixed[:4], first) and torch.equal(mixed[5], mixed[6])
     # a fresh ClipFeatures (another process, say) reads the same cache
     fresh = F.ClipFeatures.open(feats.ref)
@@ -222,3 +224,12 @@ def test_unreadable_image_is_an_input_error(styler_home, tiny_clips, tmp_path):
         feats.image_embeddings([bad])
     with pytest.raises(UsageError, match="cache keys"):
         feats.image_embeddings([bad], keys=["a", "b"])
+
+
+def test_an_earlier_tiny_clip_is_retired_when_the_new_one_is_built(styler_home):
+    old = styler_home / "models" / "clip-tiny" / "1"
+    old.mkdir(parents=True)
+    (old / F.TINY_MARKER).write_text('{"name": "clip-tiny", "version": "1"}')
+    (old / "config.json").write_text("{}")
+    ref = F.resolve_clip("tiny")
+    assert ref.path.name == F.TINY_CLIP_VERSION and not old.exists()

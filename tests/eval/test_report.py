@@ -120,3 +120,13 @@ def test_write_report_dispatches_on_suffix(tmp_path):
     assert write_report(subjects(2), tmp_path / "r.html").read_text("utf-8").startswith("<!DOCTYPE html>")
     with pytest.raises(UsageError, match=r"\.png or \.html"):
         write_report(subjects(2), tmp_path / "r.pdf")
+
+
+def test_the_world_clip_note_appears_once_without_stars(tmp_path):
+    from styler.eval.features import WORLD_NOTE
+
+    subs = [SubjectReport(s.name, s.images, s.scores, True, clip_note=WORLD_NOTE) for s in subjects(3)]
+    page = render_html(subs, tmp_path / "r.html").read_text("utf-8")
+    assert page.count(html.escape(WORLD_NOTE)) == 1 and " *</td>" not in page
+    image = Image.open(render_png(subs, tmp_path / "r.png"))
+    assert count_colour(image, NOTE_BG) > 0  # the note box is drawn

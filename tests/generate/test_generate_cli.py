@@ -69,6 +69,9 @@ def test_mix_equals_diffusers_unfused_multi_adapter_rendering(styled):
 def test_sweep_renders_the_series_and_its_ends_are_the_single_adapters(styled, tmp_path):
     r = run_cli("mix", "anime=0.5", "watercolor=0.5", "a cat", *FAST, "--sweep", "anime:watercolor", "--out", tmp_path, "--json")
     data = json.loads(r.stdout)
+    # the weights given for the two ends are replaced along the sweep: said once
+    assert r.stderr.count("--sweep anime:watercolor sets their weights to 1-t and t") == 1
+    assert "(anime=0.5, watercolor=0.5) are not used" in r.stderr
     out_ids = [o["id"] for o in data["outputs"]]
     assert len(out_ids) == 7
     weights = [[a["weight"] for a in Registry().get(Output, i).adapters] for i in out_ids]

@@ -24,7 +24,9 @@ def pipe(tiny_home):
     from styler.models.resolve import resolve_base
 
     p = load_pipeline(resolve_base("tiny"))
-    assert p.vae.config.scaling_factor == pytest.approx(0.18215)
+    from styler.models.tiny import manifest
+
+    assert p.vae.config.scaling_factor == pytest.approx(manifest()["configs"]["vae"]["scaling_factor"])
     return p
 
 

@@ -72,7 +72,7 @@ def build_fixed_home(home: Path) -> Registry:
     reg.insert(Output(id=OUT_MIX, created_at=AT, blob=blobs.put_bytes(png_bytes((200, 60, 40))), prompt=MARKUP_PROMPT,
                       negative="[red]blurry[/red]", seed=7, steps=2, guidance=7.5, width=16, height=16,
                       scheduler="ddim", base={"name": "tiny", "kind": "tiny"}, adapters=mix))
-    clip = {"clip": {"name": "clip-tiny", "hash": "0" * 8, "meaningful": False}}
+    clip = {"clip": {"name": "clip-tiny", "hash": "0" * 8, "meaningful": True, "world": True}}
     for metric, ours, base in (("clip_t", 0.31, 0.29), ("style_sim", 0.8, 0.5), ("fid", 12.0, 20.0)):
         reg.insert(Score(id=fixed_id("S", len(metric) * 10 + 1), created_at=AT, metric=metric, value=ours,
                          subject={"kind": "adapter", "name": "anime@1", "id": AD_ANIME}, protocol=clip))

@@ -1,7 +1,9 @@
 """Deterministic synthetic style datasets, so styler can be tried without downloading anything.
 
-Three kinds, each made to be recognisable at 64-128 px and easy to tell apart by simple image
-statistics:
+The ``world-*`` kinds are the built-in world's scenes ("a red circle on a blue background") drawn in
+one of its styles (:mod:`.world`; the tiny base and tiny CLIP were pretrained on that world). The
+three older kinds draw their own content, each made to be recognisable at 64-128 px and easy to
+tell apart by simple image statistics:
 
 * ``calligraphy`` - black ink Chinese characters on warm rice paper (grain, fibres, ink bleed,
   dry-brush streaks, a slight tilt). Characters come from a CJK font found on the machine; without
@@ -29,13 +31,16 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import UsageError, WriteError
-from . import calligraphy, pixel, watercolor
+from . import calligraphy, pixel, watercolor, world
 from .fonts import CHARACTERS, KNOWN_CJK_FONTS, WORDS, _FontGlyphs, find_cjk_font
 
-__all__ = ["CHARACTERS", "FONT_ENV", "KINDS", "KNOWN_CJK_FONTS", "MIN_SIZE", "WORDS", "SynthResult",
+__all__ = ["CHARACTERS", "FONT_ENV", "KINDS", "LEGACY_KINDS", "WORLD_KINDS", "KNOWN_CJK_FONTS", "MIN_SIZE", "WORDS", "SynthResult",
            "find_cjk_font", "synthesize"]
 
-KINDS = ("calligraphy", "pixel", "watercolor")
+LEGACY_KINDS = ("calligraphy", "pixel", "watercolor")
+#: the built-in world's scenes ("a red circle on a blue background") in one of its styles
+WORLD_KINDS = tuple(f"world-{s}" for s in world.STYLES)
+KINDS = LEGACY_KINDS + WORLD_KINDS
 
 #: Environment variable read when ``font`` is None: a font path, or "" / "none" for the
 #: procedural brush-stroke fallback (lets tests and CI pin the output regardless of the machine).
@@ -43,7 +48,7 @@ FONT_ENV = "STYLER_SYNTH_FONT"
 
 MIN_SIZE = 16
 
-_KIND_IDS = {k: i + 1 for i, k in enumerate(KINDS)}
+_KIND_IDS = {k: i + 1 for i, k in enumerate(LEGACY_KINDS)}
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,8 @@ def synthesize(kind: str, out_dir: Path, *, n: int = 16, seed: int = 0, size: in
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise WriteError(f"cannot create {out_dir}: {exc.strerror or exc}") from None
+    if kind in WORLD_KINDS:
+        return _world(kind, out_dir, n, seed, size)
 
     glyphs = _FontGlyphs.load(font_file) if (kind == "calligraphy" and font_file) else None
     captions: list[str] = []
@@ -105,6 +112,24 @@ def synthesize(kind: str, out_dir: Path, *, n: int = 16, seed: int = 0, size: in
             raise WriteError(f"cannot write {out_dir / stem}.png: {exc.strerror or exc}") from None
     return SynthResult(kind=kind, n=n, out_dir=out_dir,
                        font_used=str(font_file) if glyphs is not None else None, captions=captions)
+
+
+def _world(kind: str, out_dir: Path, n: int, seed: int, size: int) -> SynthResult:
+    from PIL import Image
+
+    style = kind[len("world-"):]
+    captions = []
+    for i, scene in enumerate(world.scenes(n, seed)):
+        caption = world.caption(scene, style)
+        stem = f"{i + 1:04d}"
+        try:
+            Image.fromarray(world.render(scene, style, size, seed)).save(out_dir / f"{stem}.png", format="PNG",
+                                                                         compress_level=6)
+            (out_dir / f"{stem}.txt").write_bytes((caption + "\n").encode("utf-8"))
+        except OSError as exc:
+            raise WriteError(f"cannot write {out_dir / stem}.png: {exc.strerror or exc}") from None
+        captions.append(caption)
+    return SynthResult(kind=kind, n=n, out_dir=out_dir, font_used=None, captions=captions)
 
 
 # Here rather than in .fonts: it is part of checking synthesize()'s arguments (FONT_ENV, the

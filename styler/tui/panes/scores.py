@@ -27,7 +27,7 @@ class ScoreTable:
     metrics: list[str] = field(default_factory=list)
     values: dict = field(default_factory=dict)  # {subject: {metric: value}}
     winners: dict = field(default_factory=dict)  # {metric: subject}
-    toy_clip: bool = False  # some score came from the tiny CLIP (protocol.clip.meaningful False)
+    toy_clip: str = ""  # the note for scores of the built-in world's tiny CLIP or a random-weight CLIP
     clip_names: tuple[str, ...] = ()
     baselines: tuple[str, ...] = ()  # subjects that are a baseline (kind "baseline")
 
@@ -46,7 +46,9 @@ def read_scores(reg: Registry) -> ScoreTable:
         if w is not None:
             winners[m] = w
     scores = [s for r in rows.values() for s in r.values()]
-    toy = any(not ((s.protocol or {}).get("clip") or {}).get("meaningful", True) for s in scores)
+    from ...eval.features import clip_note
+
+    toy = clip_note(s.protocol for s in scores)
     names = tuple(sorted({str(((s.protocol or {}).get("clip") or {}).get("name")) for s in scores
                           if ((s.protocol or {}).get("clip") or {}).get("name")}))
     return ScoreTable(subjects, metrics, {n: {m: s.value for m, s in r.items()} for n, r in rows.items()},
@@ -118,8 +120,7 @@ class ScoresPane(RegistryPane):
             note.append("best per metric in green (the baseline is the reference)  ·  "
                         "move across columns to chart a metric", style="dim")
         if d.toy_clip:
-            note.append(f"\nnote: some scores were made with the tiny CLIP ({', '.join(d.clip_names)}); "
-                        "they are for trying the workflow and are not meaningful", style="yellow")
+            note.append(f"\nnote: {d.toy_clip}", style="yellow")
         self.query_one("#scores-note", Static).update(note)
         if self._pending:
             target, self._pending = self._pending, None

@@ -1,0 +1,177 @@
+"""`styler eval probe DATASET… --sweep A:B`: mix two adapters from all-A to all-B and measure, at
+each weight, which style the style probe reads the images as.
+
+At weight t the mix is A=(1-t) + B=t; every cell renders the same prompts and seeds, so the only
+thing that changes along the row is the mix. The probe (fitted on the datasets' CLIP embeddings)
+classifies each image; a cell's "share for A" is the fraction of its images whose most likely
+class is A's dataset. The result carries the Spearman rank correlation between t and that share
+(-1: A's style fades monotonically as B takes over) and a chart: the first seed's image per cell
+over a line plot of each class's share."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from registry import Adapter, Dataset, Registry, new_id, parse_name
+
+from ..errors import UsageError
+
+SWEEP = (0.0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0)
+
+
+def spearman(x: list[float], y: list[float]) -> float:
+    """Spearman's rho with average ranks for ties; nan when either side is constant."""
+
+    def ranks(v):
+        order = sorted(range(len(v)), key=lambda i: v[i])
+        r = [0.0] * len(v)
+        i = 0
+        while i < len(order):
+            j = i
+            while j + 1 < len(order) and v[order[j + 1]] == v[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                r[order[k]] = (i + j) / 2 + 1
+            i = j + 1
+        return r
+
+    rx, ry = ranks(x), ranks(y)
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    sx = math.sqrt(sum((a - mx) ** 2 for a in rx))
+    sy = math.sqrt(sum((b - my) ** 2 for b in ry))
+    if sx == 0 or sy == 0:
+        return float("nan")
+    return sum((a - mx) * (b - my) for a, b in zip(rx, ry)) / (sx * sy)
+
+
+def parse_sweep(text: str) -> tuple[str, str]:
+    parts = text.split(":")
+    if len(parts) != 2 or not all(p.strip() for p in parts):
+        raise UsageError(f"--sweep {text!r}: give two adapters as A:B, e.g. --sweep demo/calligraphy:demo/watercolor")
+    return parts[0].strip(), parts[1].strip()
+
+
+def _prompts(a: Adapter, b: Adapter, reg: Registry, n: int) -> list[str]:
+    """Both adapters' dataset captions, interleaved, each carrying both triggers."""
+    from .run import Subject, default_prompts
+
+    prompts = default_prompts(Subject("mix", "", [(a, 0.5), (b, 0.5)]), reg, n)
+    out = []
+    for p in prompts:
+        missing = [t for t in (a.trigger, b.trigger) if t and t not in p.split(", ")]
+        out.append(", ".join(missing + [p]))
+    return [out[i % len(out)] for i in range(n)]
+
+
+def probe_sweep(datasets: list[str], a: str, b: str, *, n: int = 8, seed: int = 0, values=SWEEP, steps: int = 20,
+                guidance: float = 7.5, clip: str | None = None, registry: Registry | None = None,
+                out_dir: str | Path | None = None, warn=None, placement=None) -> dict:
+    from ..device import resolve_placement
+    from ..generate.engine import Session
+    from ..generate.service import Request, check_out_dir, generate
+    from .features import ClipFeatures, resolve_clip
+    from .probe import fit_probe, predict
+    from .run import dataset_images, output_images
+
+    reg = registry or Registry()
+    if len(datasets) < 2:
+        raise UsageError("the probe needs at least two datasets (one per style) to tell apart")
+    if n < 1:
+        raise UsageError(f"--n {n}: render at least one image per cell")
+    check_out_dir(out_dir)
+    adapters = [reg.resolve(Adapter, x) for x in (a, b)]
+    if adapters[0].id == adapters[1].id:
+        raise UsageError(f"--sweep {a}:{b}: name two different adapters")
+    ds = [reg.resolve(Dataset, d) for d in datasets]
+    labels = [d.label for d in ds]
+    own = []
+    for ad in adapters:
+        match = [d.label for d in ds if d.id == ad.dataset_id]
+        if not match:
+            raise UsageError(f"{ad.label} was not trained on any of {', '.join(labels)}; give its dataset too, so "
+                             "the probe has its style as a class")
+        own.append(match[0])
+    from .features import default_clip_for
+
+    ref = resolve_clip(clip, fallback=default_clip_for([(x.base or {}).get("kind") for x in adapters]))
+    if ref.note and warn:
+        warn(ref.note)
+    placement = placement or resolve_placement()
+    feats = ClipFeatures.open(ref, placement=placement)
+    by_class = {}
+    for d in ds:
+        _, paths = dataset_images(d.label, reg)
+        by_class[d.label] = feats.image_embeddings(paths)
+    probe = fit_probe(by_class)
+    prompts = _prompts(*adapters, reg, n)
+    base = adapters[0].base.get("name") if adapters[0].base.get("kind") == "tiny" else None
+    session = Session.open(base, placement)
+    native = 64 if session.base.kind == "tiny" else 512
+    cells, first_images = [], []
+    for t in values:
+        mix = [(adapters[0].label, round(1 - t, 6), None), (adapters[1].label, round(t, 6), None)]
+        outs = []
+        for i, prompt in enumerate(prompts):
+            req = Request(prompt=prompt, seed=seed + i, n=1, steps=steps, guidance=guidance, width=native,
+                          height=native, adapters=mix, extra={"probe_sweep": {"a": adapters[0].label,
+                                                                              "b": adapters[1].label, "t": t}})
+            outs += generate(req, registry=reg, session=session, out_dir=out_dir, warn=warn)
+        images = output_images(outs, reg)
+        first_images.append(images[0])
+        probs = predict(probe, feats.image_embeddings(images))
+        top = probs.argmax(1).tolist()
+        share = {c: sum(1 for k in top if probe.classes[k] == c) / len(top) for c in probe.classes}
+        mean = {c: float(probs[:, j].mean()) for j, c in enumerate(probe.classes)}
+        cells.append({"t": t, "weights": {adapters[0].label: 1 - t, adapters[1].label: t},
+                      "share": share, "mean_probability": mean, "outputs": [o.id for o in outs]})
+    share_a = [c["share"][own[0]] for c in cells]
+    rho = spearman([c["t"] for c in cells], share_a)
+    chart = _chart(first_images, cells, own, probe.classes, rho, adapters)
+    folder = Path(out_dir).expanduser() if out_dir else reg.home / "grids"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"probe-sweep-{new_id()}.png"
+    chart.save(path, format="PNG")
+    return {"a": adapters[0].label, "b": adapters[1].label, "classes": probe.classes, "a_class": own[0],
+            "b_class": own[1], "probe_val_accuracy": probe.val_accuracy, "n": n, "cells": cells,
+            "spearman_a": rho, "chart": str(path), "clip": ref.name}
+
+
+def _chart(images, cells, own, classes, rho, adapters):
+    from PIL import Image, ImageDraw
+
+    from ..generate.grid import make_strip
+
+    names = [parse_name(x.label).name for x in adapters]
+    labels = [f"{names[0]} {1 - c['t']:g} / {names[1]} {c['t']:g}" for c in cells]
+    cell = max(128, images[0].width)
+    strip = make_strip(images, labels, title="probe sweep: " + " → ".join(x.label for x in adapters),
+                       cell_size=(cell, round(cell * images[0].height / images[0].width)))
+    w, h = strip.width, 220
+    plot = Image.new("RGB", (w, h), "white")
+    d = ImageDraw.Draw(plot)
+    left, right, top, bottom = 60, w - 20, 20, h - 40
+    d.rectangle((left, top, right, bottom), outline=(160, 160, 160))
+    for k in (0, 0.5, 1):
+        y = bottom - k * (bottom - top)
+        d.line((left - 4, y, left, y), fill=(80, 80, 80))
+        d.text((left - 36, y - 6), f"{k:.1f}", fill=(40, 40, 40))
+    colours = [(230, 120, 20), (50, 110, 200), (120, 120, 120), (60, 160, 80), (160, 60, 160)]
+    n = len(cells)
+    xs = [left + (right - left) * (i + 0.5) / n for i in range(n)]
+    order = own + [c for c in classes if c not in own]
+    for j, cls in enumerate(order):
+        pts = [(x, bottom - c["share"][cls] * (bottom - top)) for x, c in zip(xs, cells)]
+        colour = colours[j % len(colours)]
+        d.line(pts, fill=colour, width=3 if cls in own else 1)
+        for x, y in pts:
+            d.ellipse((x - 3, y - 3, x + 3, y + 3), fill=colour)
+        lx = left + 8 + 150 * j
+        d.rectangle((lx, bottom + 16, lx + 8, bottom + 24), fill=colour)
+        d.text((lx + 12, bottom + 14), cls, fill=colour)
+    d.text((left + 8, top + 4), f"share of images the probe calls each style; Spearman(weight of B, share {own[0]}) = "
+           f"{rho:+.2f}", fill=(40, 40, 40))
+    out = Image.new("RGB", (w, strip.height + h), "white")
+    out.paste(strip, (0, 0))
+    out.paste(plot, (0, strip.height))
+    return out

@@ -1,0 +1,133 @@
+"""The built-in world: its scenes and styles, the shipped weights (by hash), the pretraining code,
+and how homes of the random-weights tiny move to the pretrained one."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from styler.data.synth import world
+from styler.models import tiny
+
+
+def test_world_is_deterministic_and_captioned():
+    a, scenes = world.batch(6, "watercolor", seed=5)
+    b, again = world.batch(6, "watercolor", seed=5)
+    assert a.dtype == np.uint8 and a.shape == (6, 64, 64, 3)
+    assert np.array_equal(a, b) and scenes == again
+    assert not np.array_equal(a, world.batch(6, "watercolor", seed=6)[0])
+    s = scenes[0]
+    assert s.colour != s.background
+    assert world.caption(s, "pixel", "pxl") == f"pxl, {s.caption()}, pixel art"
+    assert world.caption(s, "plain") == s.caption()
+    assert world.Scene("circle", "orange", "blue", .5, .5, .2).caption() == "an orange circle on a blue background"
+
+
+def test_each_style_draws_the_same_scene_differently():
+    scene = world.Scene("square", "red", "blue", 0.5, 0.5, 0.25)
+    images = {st: world.render(scene, st).astype(float) for st in world.STYLES}
+    for i, x in enumerate(world.STYLES):
+        for y in world.STYLES[i + 1:]:
+            assert np.abs(images[x] - images[y]).mean() > 8, (x, y)
+    # the content survives every style: inside the shape reads red (at least where the brush went),
+    # outside reads blue
+    inside = world.sdf(scene, 64) < 0
+    for st, img in images.items():
+        redness = img[..., 0] - img[..., 2]
+        assert np.percentile(redness[inside], 75) > np.median(redness[~inside]) + 40, st
+    with pytest.raises(ValueError, match="unknown world style"):
+        world.render(scene, "cubism")
+
+
+def test_shipped_weights_match_their_manifest_and_fit_the_budget():
+    m = tiny.manifest()
+    assert set(m["files"]) == {"clip", "vae", "unet"}
+    total = 0
+    for entry in m["files"].values():
+        data = (tiny.WEIGHTS / entry["file"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"]
+        total += len(data)
+    assert total <= 25 * 2 ** 20
+    assert m["configs"]["unet"]["block_out_channels"] == list(tiny.UNET_CONFIG["block_out_channels"])
+
+
+def test_a_damaged_install_is_refused_with_one_line(tmp_path, monkeypatch, styler_home):
+    from styler.cli.main import main
+
+    copy = tmp_path / "tiny_world"
+    shutil.copytree(tiny.WEIGHTS, copy)
+    blob = bytearray((copy / "unet.safetensors").read_bytes())
+    blob[-10] ^= 0xFF
+    (copy / "unet.safetensors").write_bytes(bytes(blob))
+    monkeypatch.setattr(tiny, "WEIGHTS", copy)
+    code, err = _main(main, ["generate", "a red circle", "--base", "tiny", "--out", str(tmp_path / "out")])
+    assert code == 2
+    assert err.count("\n") == 1 and "unet.safetensors is damaged" in err and "reinstall styler" in err
+    assert not tiny.is_built(tiny.tiny_dir(styler_home)) and not (tmp_path / "out").exists()
+
+
+def _main(main, argv):
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as exc:
+            code = exc.code
+    return code, err.getvalue()
+
+
+@pytest.mark.slow
+def test_pretraining_code_runs_and_its_weights_build_a_working_base(tmp_path, monkeypatch):
+    import torch
+
+    from styler.models.pretrain import Recipe, pretrain
+
+    logs = []
+    m = pretrain(tmp_path / "w", Recipe.quick(), log=logs.append, figures_n=4)
+    assert {"clip", "vae", "unet"} == set(m["files"]) and m["figures"]["vae_scaling_factor"] > 0
+    assert any(line.startswith("unet ") for line in logs)
+    for entry in m["files"].values():
+        assert hashlib.sha256((tmp_path / "w" / entry["file"]).read_bytes()).hexdigest() == entry["sha256"]
+    # a second run with reuse trains nothing again
+    logs.clear()
+    pretrain(tmp_path / "w", Recipe.quick(), log=logs.append, reuse=True, figures_n=4)
+    assert {"clip: reused", "vae: reused", "unet: reused"} <= set(logs)
+
+    monkeypatch.setattr(tiny, "WEIGHTS", tmp_path / "w")
+    folder = tiny.build_tiny(tmp_path / "base")
+    marker = json.loads((folder / tiny.MARKER).read_text())
+    assert marker["weights"] == "pretrained"
+    assert marker["manifest_sha256"]["unet"] == m["files"]["unet"]["sha256"]
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(folder))
+    assert pipe.vae.config.scaling_factor == m["figures"]["vae_scaling_factor"]
+    img = pipe("a red circle", num_inference_steps=2, height=64, width=64,
+               generator=torch.Generator().manual_seed(0), output_type="np").images[0]
+    assert img.shape == (64, 64, 3) and np.isfinite(img).all()
+
+
+def test_older_tiny_builds_are_retired_and_their_adapters_refused_with_the_fix(tiny_home):
+    from registry import Adapter, Registry
+    from styler.generate.engine import Session
+    from styler.errors import InputError
+
+    old = tiny_home / "models" / "tiny" / "1"
+    old.mkdir(parents=True)
+    (old / tiny.MARKER).write_text('{"name": "tiny", "version": "1"}')
+    (old / "model_index.json").write_text("{}")
+    assert tiny.retire_old_versions(tiny_home) == ["1"]
+    assert not old.exists() and tiny.is_built(tiny.tiny_dir(tiny_home))
+
+    session = Session(base=None, identity={"name": "tiny", "kind": "tiny", "hash": "new"})
+    record = Adapter(name="demo/pixel", version=1, method="lora", blob="0" * 64,
+                     base={"name": "tiny", "kind": "tiny", "hash": "old"})
+    with pytest.raises(InputError, match=r"earlier built-in tiny base.*retrain it: styler demo --fresh"):
+        session.adapter_data(record, Registry())
