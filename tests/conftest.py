@@ -50,12 +50,10 @@ STYLES = {"anime": "pixel", "watercolor": "watercolor", "ink": "calligraphy"}
 def styled_template(tmp_path_factory, tiny_base_dir):
     """A home with the tiny base and three small trained LoRAs, built once per session."""
     from styler.models.tiny import tiny_dir
-    from tests.helpers import run_cli
+    from tests.helpers import home_env, run_cli
 
     home = tmp_path_factory.mktemp("styled") / "home"
-    old = os.environ.get("STYLER_HOME")
-    os.environ["STYLER_HOME"] = str(home)
-    try:
+    with home_env(home):
         target = tiny_dir(home)
         target.parent.mkdir(parents=True, exist_ok=True)
         os.symlink(tiny_base_dir, target)
@@ -66,11 +64,6 @@ def styled_template(tmp_path_factory, tiny_base_dir):
             r = run_cli("train", name, "--base", "tiny", "--resolution", "32", "--steps", "3", "--lr", "5e-2",
                         "--rank", str(2 + 2 * i), "--alpha", str(1 + i), "--targets", "attn" if i != 1 else "attn+conv")
             assert r.exit_code == 0, r.stderr
-    finally:
-        if old is None:
-            os.environ.pop("STYLER_HOME", None)
-        else:
-            os.environ["STYLER_HOME"] = old
     return home
 
 

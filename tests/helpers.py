@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,20 @@ def make_images(folder: Path, n: int = 4, *, size=(48, 40), captions: bool = Tru
             p.with_suffix(".txt").write_text(f"永 {i}", encoding="utf-8")
         paths.append(p)
     return paths
+
+
+@contextmanager
+def home_env(home: Path):
+    """STYLER_HOME set to `home` inside the block (for session fixtures, which can't monkeypatch)."""
+    old = os.environ.get("STYLER_HOME")
+    os.environ["STYLER_HOME"] = str(home)
+    try:
+        yield home
+    finally:
+        if old is None:
+            os.environ.pop("STYLER_HOME", None)
+        else:
+            os.environ["STYLER_HOME"] = old
 
 
 def tree(path: Path) -> list[str]:

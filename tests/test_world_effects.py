@@ -27,10 +27,10 @@ def world(tmp_path_factory, tiny_base_dir):
     from styler.train.config import build_config
     from styler.train.trainer import train
 
+    from tests.helpers import home_env
+
     home = tmp_path_factory.mktemp("world") / "home"
-    old = os.environ.get("STYLER_HOME")
-    os.environ["STYLER_HOME"] = str(home)
-    try:
+    with home_env(home):
         target = tiny_dir(home)
         target.parent.mkdir(parents=True, exist_ok=True)
         os.symlink(tiny_base_dir, target)
@@ -41,11 +41,6 @@ def world(tmp_path_factory, tiny_base_dir):
             train(build_config(dataset=f"w/{style}", name=f"w/{style}", **SETTINGS), registry=reg, console=None)
         train(build_config(dataset="w/pixel", name="w/control", **{**SETTINGS, "lr": 1e-9}),
               registry=reg, console=None)
-    finally:
-        if old is None:
-            os.environ.pop("STYLER_HOME", None)
-        else:
-            os.environ["STYLER_HOME"] = old
     return home
 
 

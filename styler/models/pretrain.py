@@ -121,6 +121,14 @@ def partial_caption(scene, style: str, rng: random.Random) -> str:
     return text
 
 
+def set_lr(opt, base: float, step: int, total: int, *, warmup: int, floor: float) -> None:
+    """Linear warm-up over `warmup` steps, then cosine from `base` down to `floor` x `base`."""
+    cosine = 0.5 * (1 + math.cos(math.pi * step / total))
+    lr = base * min(1.0, (step + 1) / warmup) * (floor + (1 - floor) * cosine)
+    for group in opt.param_groups:
+        group["lr"] = lr
+
+
 def _to_pixels(arr: np.ndarray):
     import torch
 
@@ -164,9 +172,7 @@ def train_clip(recipe: Recipe, tokenizer, log):
     model.train()
     t0 = time.time()
     for step in range(recipe.clip_steps):
-        lr = recipe.clip_lr * min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * step / recipe.clip_steps))
-        for g in opt.param_groups:
-            g["lr"] = lr
+        set_lr(opt, recipe.clip_lr, step, recipe.clip_steps, warmup=100, floor=0.0)
         idx = [rng.randrange(n) for _ in range(recipe.clip_batch)]
         caps = [partial_caption(scs[i], sts[i], rng) for i in idx]
         tok = tokenizer(caps, padding="longest", truncation=True, max_length=77, return_tensors="pt")
@@ -252,9 +258,7 @@ def train_vae(recipe: Recipe, log):
     vae.train()
     t0 = time.time()
     for step in range(recipe.vae_steps):
-        lr = recipe.vae_lr * min(1.0, (step + 1) / 50) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / recipe.vae_steps)))
-        for group in opt.param_groups:
-            group["lr"] = lr
+        set_lr(opt, recipe.vae_lr, step, recipe.vae_steps, warmup=50, floor=0.1)
         idx = torch.randint(len(x_all), (recipe.vae_batch,), generator=g)
         x = x_all[idx]
         post = vae.encode(x).latent_dist
@@ -354,9 +358,7 @@ def train_unet(recipe: Recipe, vae, text_encoder, tokenizer, log):
     unet.train()
     t0 = time.time()
     for step in range(recipe.unet_steps):
-        lr = recipe.unet_lr * min(1.0, (step + 1) / 200) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / recipe.unet_steps)))
-        for group in opt.param_groups:
-            group["lr"] = lr
+        set_lr(opt, recipe.unet_lr, step, recipe.unet_steps, warmup=200, floor=0.05)
         idx = torch.randint(len(mean), (recipe.unet_batch,), generator=g)
         z0 = (mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=g)) * sf
         if rng.random() < 0.5:
