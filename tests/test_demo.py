@@ -44,20 +44,17 @@ def test_demo_runs_reuses_and_starts_fresh(tiny_home, monkeypatch):
     assert "reused" not in r.stdout
 
 
-def test_a_demo_made_on_an_earlier_tiny_base_starts_over(tiny_home, monkeypatch):
-    from dataclasses import replace
+def test_demo_records_of_an_earlier_tiny_base_or_older_datasets_are_stale(styler_home):
+    from styler.demo import _stale
 
-    from styler import demo
-
-    real = demo.run_demo
-    monkeypatch.setattr(demo, "run_demo", lambda **kw: real(train_steps=3, eval_n=2, gen_steps=2, sweep_n=1, **kw))
-    assert run_cli("demo").exit_code == 0
     reg = Registry()
-    old = reg.resolve(Adapter, "demo/pixel")
-    with reg.locked():  # as if trained on tiny v1 (random weights, other layer sizes)
-        reg.remove(Adapter, old.id)
-        reg.insert(replace(old, base={**old.base, "hash": "0" * 64}))
-    r = run_cli("demo")
-    assert r.exit_code == 0, r.stderr
-    assert "made on an earlier tiny base" in r.stderr and "reused" not in r.stdout
-    assert all(a.base["hash"] != "0" * 64 for a in reg.all(Adapter))
+    now = {"name": "tiny", "kind": "tiny", "hash": "a" * 64}
+    assert not _stale(reg, now)
+    reg.insert(Dataset(name="demo/pixel", version=1, path="datasets/demo/pixel/1", source="synth:world-pixel n=24"))
+    reg.insert(Adapter(name="demo/pixel", version=1, base=dict(now)))
+    assert not _stale(reg, now)
+    # an adapter trained on tiny v1 (random weights, other layer sizes): start over
+    assert _stale(reg, {**now, "hash": "b" * 64})
+    # a dataset from before the world (the sprite/flower/character generators): start over
+    reg.insert(Dataset(name="demo/watercolor", version=1, path="datasets/demo/watercolor/1", source="synth:watercolor n=12"))
+    assert _stale(reg, now)

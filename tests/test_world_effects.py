@@ -39,7 +39,7 @@ def world(tmp_path_factory, tiny_base_dir):
             synth_dataset(f"w/{style}", kind=f"world-{style}", n=16, size=64, seed=1, trigger=trigger, registry=reg)
         for style in ("pixel", "watercolor"):
             train(build_config(dataset=f"w/{style}", name=f"w/{style}", **SETTINGS), registry=reg, console=None)
-        train(build_config(dataset="w/pixel", name="w/control", **{**SETTINGS, "lr": 1e-9}),
+        train(build_config(dataset="w/pixel", name="w/control", **{**SETTINGS, "lr": 1e-9, "steps": 20}),
               registry=reg, console=None)
     return home
 
