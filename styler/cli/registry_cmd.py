@@ -103,12 +103,19 @@ def show(
             except NotFound:
                 continue
     else:
+        matches = []
         for cls in (Dataset, Adapter):
             try:
-                found = reg.resolve(cls, ref)
-                break
+                matches.append(reg.resolve(cls, ref))
             except NotFound:
                 continue
+        if len(matches) > 1:
+            from ..errors import UsageError
+
+            ids = " or ".join(f"{m.TABLE[:-1]} {m.label} ({m.id})" for m in matches)
+            raise UsageError(f"{ref!r} names both a {ids}; give the id, or use `styler data show {ref}` / "
+                             f"`styler adapters show {ref}`")
+        found = matches[0] if matches else None
     if found is None:
         raise NotFound(f"nothing in the registry matches {ref!r}; list records with `styler registry ls TABLE`")
     data = found.to_dict()

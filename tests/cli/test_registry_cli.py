@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from registry import BlobStore, Dataset, Output, Registry
+from registry import Adapter, BlobStore, Dataset, Output, Registry
 from tests.helpers import make_images, run_cli
 
 
@@ -39,6 +39,17 @@ def test_show_by_id_and_by_name(styler_home, tmp_path):
     assert "dataset shown@1" in run_cli("registry", "show", d.id).stdout
     r = run_cli("registry", "show", "01ARZ3NDEKTSV4RRFFQ69G5FAV")
     assert r.exit_code == 1 and "nothing in the registry matches" in r.stderr
+
+
+def test_show_refuses_a_name_that_is_both_a_dataset_and_an_adapter(styler_home, tmp_path):
+    make_images(tmp_path / "src", 1)
+    run_cli("data", "add", "twin", tmp_path / "src")
+    d = Registry().resolve(Dataset, "twin")
+    a = Registry().insert(Adapter(name="twin", version=1, blob="b" * 64))
+    r = run_cli("registry", "show", "twin")
+    assert r.exit_code == 2 and r.stderr.count("\n") == 1
+    assert f"dataset twin@1 ({d.id}) or adapter twin@1 ({a.id})" in r.stderr and "give the id" in r.stderr
+    assert json.loads(run_cli("registry", "show", a.id, "--json").stdout)["table"] == "adapters"
 
 
 def test_verify_ok_then_reports(styler_home):
