@@ -32,7 +32,7 @@ def train(
     epochs: Annotated[Optional[int], _opt("Epochs instead of --steps.")] = None,
     batch: Annotated[Optional[int], _opt("Batch size per process (default 1).")] = None,
     accum: Annotated[Optional[int], _opt("Gradient accumulation steps (default 1).")] = None,
-    resolution: Annotated[Optional[int], _opt("Training resolution, a multiple of 8 (default 512).")] = None,
+    resolution: Annotated[Optional[int], _opt("Training resolution, a multiple of 8 (default: the base's native size: 512 for SD-1.5, 64 for tiny).")] = None,
     seed: Annotated[Optional[int], _opt("Random seed (default 0).")] = None,
     precision: Annotated[Optional[str], _opt("Mixed precision: no | fp16 | bf16.")] = None,
     grad_checkpointing: Annotated[Optional[bool], _opt("Gradient checkpointing (less memory, slower).", "--grad-checkpointing/--no-grad-checkpointing")] = None,

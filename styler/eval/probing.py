@@ -34,7 +34,10 @@ def _targets(on: str, reg: Registry):
         except NotFound as exc:
             raise UsageError(f"--on: {exc.message}") from None
         return on, output_images(outs, reg), [o.id for o in outs]
-    scored = [s for s in reg.all(Score) if s.subject.get("name") == on or s.subject.get("name", "").split("@")[0] == on]
+    from .run import SubjectQuery
+
+    query = SubjectQuery([on], reg)
+    scored = [s for s in reg.all(Score) if query(s.subject)]
     if not scored:
         raise UsageError(f"--on {on!r}: not a folder, output ids, or an evaluated adapter/mix; run `styler eval {on}` first")
     ids = scored[-1].output_ids

@@ -21,8 +21,11 @@ def write_report(names: list[str], out: str | Path, *, registry: Registry | None
     path = Path(out).expanduser()
     if path.suffix.lower() not in (".png", ".html"):
         raise UsageError(f"--out {path}: use a .png or .html file name")
+    from .run import SubjectQuery
+
     rows = latest_scores(reg, names)
-    missing = [n for n in names if not any(k == n or k.split("@")[0] == n for k in rows)]
+    scored = [s.subject for r in rows.values() for s in r.values()]
+    missing = [n for n in names if not any(map(SubjectQuery([n], reg), scored))]
     if missing:
         raise UsageError(f"no scores for {', '.join(missing)}; run `styler eval {missing[0]}` first")
     subjects = []

@@ -55,7 +55,46 @@ def parse_subject(text: str, reg: Registry) -> Subject:
         adapters.append((a, 1.0 if w is None else w))
     if len(adapters) == 1 and adapters[0][1] == 1.0:
         return Subject("adapter", adapters[0][0].label, adapters)
+    adapters.sort(key=lambda aw: aw[0].label)  # one name per mix, whatever order it was typed in
     return Subject("mix", "+".join(f"{a.label}={w:g}" for a, w in adapters), adapters)
+
+
+def subject_key(subject: dict) -> tuple | None:
+    """What identifies a scored subject (a Score's `subject`): its adapters' ids and weights, in no
+    order; None for a baseline or a record without adapter ids."""
+    if subject.get("kind") == "adapter" and subject.get("id"):
+        return ((subject["id"], 1.0),)
+    if subject.get("kind") == "mix" and subject.get("adapters"):
+        return tuple(sorted((a.get("id"), round(float(a.get("weight", 1.0)), 6)) for a in subject["adapters"]))
+    return None
+
+
+class SubjectQuery:
+    """Which scored subjects the names a user typed mean. A name matches a subject stored under
+    exactly that name, or one with the same adapters and weights: `anime` is anime's latest version,
+    and `a=0.5+b=0.5`, `b=0.5+a=0.5` and `a@1=0.5+b@1=0.5` (when 1 is the latest) are one mix."""
+
+    def __init__(self, names, reg: Registry):
+        self.names = list(names)
+        self.keys: dict[tuple, str] = {}
+        for name in self.names:
+            try:
+                subject = parse_subject(name, reg)
+            except Exception:  # not an adapter or mix of this registry: matched by its exact name only
+                continue
+            key = subject_key(subject.as_dict())
+            if key:
+                self.keys[key] = name
+
+    def which(self, subject: dict) -> str | None:
+        """The typed name that `subject` answers, or None."""
+        name = subject.get("name")
+        if name in self.names:
+            return name
+        return self.keys.get(subject_key(subject))
+
+    def __call__(self, subject: dict) -> bool:
+        return self.which(subject) is not None
 
 
 def default_prompts(subject: Subject, reg: Registry, n: int) -> list[str]:

@@ -19,10 +19,12 @@ def latest_scores(reg: Registry, names: list[str] | None = None, metric: str | N
             continue
         rows.setdefault(name, {})[s.metric] = s
     if names:
-        wanted = set(names)
-        refs = {s.protocol.get("against", {}).get("name") for r in rows.values() for s in r.values()
-                if s.subject.get("name") in wanted or s.subject.get("name", "").split("@")[0] in wanted}
-        rows = {k: v for k, v in rows.items() if k in wanted or k.split("@")[0] in wanted or k == "baseline"
+        from .run import SubjectQuery
+
+        query = SubjectQuery(names, reg)
+        picked = {k for k, v in rows.items() if any(query(s.subject) for s in v.values())}
+        refs = {s.protocol.get("against", {}).get("name") for k in picked for s in rows[k].values()}
+        rows = {k: v for k, v in rows.items() if k in picked or k == "baseline"
                 or (k.startswith("baseline vs ") and k[len("baseline vs "):] in refs)}
     return rows
 

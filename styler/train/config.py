@@ -52,7 +52,7 @@ class TrainConfig:
     epochs: int | None = None
     batch: int = 1
     accum: int = 1
-    resolution: int = 512
+    resolution: int | None = None  # None: the base's native size (UNet sample_size x VAE factor)
     seed: int = 0
     precision: str = "no"
     grad_checkpointing: bool = False
@@ -199,7 +199,7 @@ def validate(cfg: TrainConfig) -> None:
     need(_positive(cfg.lr), f"--lr must be > 0 and finite (got {cfg.lr:g}); 1e-4 is usual for LoRA")
     need(cfg.lr_text is None or _positive(cfg.lr_text),
          f"--lr-text must be > 0 and finite (got {cfg.lr_text}); it defaults to --lr")
-    need(cfg.resolution >= 8 and cfg.resolution % 8 == 0,
+    need(cfg.resolution is None or cfg.resolution >= 8 and cfg.resolution % 8 == 0,
          f"--resolution {cfg.resolution} must be a multiple of 8 (the VAE downsamples 8×), e.g. 512")
     need(cfg.batch >= 1, f"--batch must be >= 1 (got {cfg.batch})")
     need(cfg.accum >= 1, f"--accum must be >= 1 (got {cfg.accum})")

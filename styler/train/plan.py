@@ -98,6 +98,9 @@ def make_plan(cfg: TrainConfig, reg: Registry, *, check_device: bool = True) -> 
         raise UsageError(f"--method textual-inversion needs --token, and {dataset.label} has no trigger word")
     base = resolve_base(cfg.base or None)
     check_base(cfg, base, trigger=dataset.trigger)
+    # pin what was resolved, so the run's config.toml trains the same run again later
+    cfg.dataset = dataset.label
+    cfg.base = cfg.base or (base.name if base.kind in ("tiny", "hf") else str(base.path))
     plan = Plan(cfg, dataset, len(items), n_val, total, total * per_step / len(items), per_step, base,
                 base_identity(base))
     if base.detail:

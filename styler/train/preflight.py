@@ -200,6 +200,8 @@ def check_base(cfg: TrainConfig, base, *, trigger: str = "") -> BaseLayout:
     """Every check of `cfg` against the base; raises before anything is written."""
     layout = inspect_base(base)
     check_prediction_type(layout)
+    if cfg.resolution is None:  # the base's own size, as `generate` renders by default
+        cfg.resolution = layout.native
     check_resolution(layout, cfg.resolution)
     if cfg.method == "textual-inversion":
         check_textual_inversion(layout, cfg, cfg.token or trigger)

@@ -72,6 +72,25 @@ def test_mix_eval_probe_scores_and_reports(styled, tmp_path):
     assert "data:image/png;base64" in html.read_text()
 
 
+def test_a_mix_name_resolves_the_same_everywhere(styled, tmp_path):
+    # evaluated as typed in README's guide (no versions), then named in other orders and spellings
+    r = run_cli("eval", "watercolor=0.5+anime=0.5", *QUICK, "--n", "2", "--against", "watercolor")
+    assert r.exit_code == 0, r.stderr
+    stored = {s.subject["name"] for s in Registry().all(Score) if s.subject.get("kind") == "mix"}
+    assert stored == {"anime@1=0.5+watercolor@1=0.5"}  # one name whatever the order typed
+    for spelling in ("anime=0.5+watercolor=0.5", "watercolor=0.5+anime=0.5", "anime@1=0.5+watercolor@1=0.5"):
+        r = run_cli("eval", "probe", "anime", "watercolor", "--on", spelling, "--clip", "tiny", "--json")
+        assert r.exit_code == 0, (spelling, r.stderr)
+        assert json.loads(r.stdout)["target"] == "anime@1=0.5+watercolor@1=0.5"
+        only = json.loads(run_cli("scores", spelling, "--json").stdout)
+        assert set(only) == {"anime@1=0.5+watercolor@1=0.5", "baseline vs watercolor@1"}, spelling
+        r = run_cli("report", spelling, "--out", tmp_path / "r.png")
+        assert r.exit_code == 0, (spelling, r.stderr)
+    # other weights are another mix: not found, with the command that makes it
+    r = run_cli("report", "anime=0.4+watercolor=0.6", "--out", tmp_path / "r.png")
+    assert r.exit_code == 2 and "styler eval anime=0.4+watercolor=0.6" in r.stderr
+
+
 def test_transfer_scores_content_sim_ssim_and_style_strength(styled, tmp_path):
     import numpy as np
 
