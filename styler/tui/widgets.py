@@ -132,22 +132,27 @@ class ProvenanceView(Vertical):
 
 def bar_chart(values: list[tuple[str, float | None]], *, width: int = 40, best: str | None = None,
               lower_is_better: bool = False) -> Text:
-    """Horizontal bars in eighth-blocks, one per subject, scaled from 0 (or the minimum if negative)."""
+    """Horizontal bars in eighth-blocks, one per subject, scaled to the compared range.
+
+    The smallest value gets one cell and the largest the full width, so 0.93 and 0.97 look
+    different; a last line says the bars do not start at 0."""
     valid = [v for _, v in values if v is not None and math.isfinite(v)]
     out = Text()
     if not valid:
         return Text("no values", style="dim")
-    lo, hi = min(0.0, min(valid)), max(0.0, max(valid))
-    span = (hi - lo) or 1.0
+    lo, hi = min(valid), max(valid)
     label_w = min(24, max(len(name) for name, _ in values))
     for name, value in values:
         out.append(f"{clip(name, label_w):<{label_w}} ", style="bold" if name == best else "")
         if value is None or not math.isfinite(value):
             out.append("n/a\n", style="dim")
             continue
-        eighths = round((value - lo) / span * width * 8)
+        share = (value - lo) / (hi - lo) if hi > lo else 1.0
+        eighths = 8 + round(share * (width - 1) * 8)
         bar = BLOCKS[-1] * (eighths // 8) + (BLOCKS[eighths % 8] if eighths % 8 else "")
         out.append(f"{bar:<{width}}", style="green" if name == best else "cyan")
         out.append(f" {value:.4g}" + (" ★" if name == best else "") + "\n")
     out.append("lower is better" if lower_is_better else "higher is better", style="dim")
+    if hi > lo:
+        out.append(f"  ·  bars span {lo:.4g} … {hi:.4g}, not from 0", style="dim")
     return out

@@ -81,13 +81,22 @@ def test_eval_payload():
         eval_payload("", n="4", clip="")
 
 
-def test_bar_chart_scales_from_zero_and_marks_the_best():
+def test_bar_chart_scales_to_the_compared_range_and_marks_the_best():
     text = bar_chart([("a", 2.0), ("b", 1.0), ("c", None)], width=8, best="a").plain.splitlines()
     assert text[0] == "a ████████ 2 ★"
-    assert text[1] == "b ████     1"
+    assert text[1] == "b █        1"  # the smallest value: one cell, not half the width
     assert text[2] == "c n/a"
-    assert text[3] == "higher is better"
+    assert text[3] == "higher is better  ·  bars span 1 … 2, not from 0"
     assert "lower is better" in bar_chart([("a", 1.0)], lower_is_better=True).plain
+
+
+def test_bar_chart_tells_close_scores_apart():
+    """0.93 and 0.97 drawn from 0 differ by a cell or two; over their own range, by most of the width."""
+    lines = bar_chart([("ours", 0.97), ("base", 0.93), ("mid", 0.95)], width=40).plain.splitlines()
+    bars = {line.split()[0]: line.split()[1] for line in lines[:3]}
+    assert (len(bars["ours"]), len(bars["base"])) == (40, 1)
+    assert 19 <= len(bars["mid"]) <= 21
+    assert bar_chart([("a", 0.5), ("b", 0.5)], width=4).plain.splitlines()[:2] == ["a ████ 0.5", "b ████ 0.5"]
 
 
 def test_labels():
