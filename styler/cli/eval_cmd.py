@@ -119,14 +119,20 @@ def probe(
 def scores(
     names: Annotated[Optional[list[str]], typer.Argument(help="Subjects to show (default: all).", show_default=False)] = None,
     metric: Annotated[Optional[str], typer.Option(help="Only this metric.")] = None,
+    history: Annotated[bool, typer.Option("--all", help="Every eval, oldest first, not only the newest per subject.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="CSV output.")] = False,
 ) -> None:
-    """The comparison table: subjects and the baseline × metrics, the best per column in bold."""
+    """The comparison table: subjects and their baselines × metrics, with n (images per side); the
+    best among comparable adapters (same CLIP and reference set) per column in bold."""
     from ..eval.features import clip_note
-    from ..eval.table import best, columns, latest_scores, ordered_subjects
+    from ..eval.table import columns, latest_scores, ordered_subjects, row_n, row_winners
 
-    rows = latest_scores(registry(), names, metric)
+    reg = registry()
+    if history:
+        _score_history(reg, names, metric, as_json, as_csv)
+        return
+    rows = latest_scores(reg, names, metric)
     cols = columns(rows)
     subjects = ordered_subjects(rows)
     if as_json:
@@ -135,33 +141,91 @@ def scores(
         return
     if as_csv:
         w = csv.writer(sys.stdout)
-        w.writerow(["subject", *cols])
+        w.writerow(["subject", "n", *cols])
         for s in subjects:
-            w.writerow([s, *[rows[s][m].value if m in rows[s] else "" for m in cols]])
+            w.writerow([s, row_n(rows[s]), *[rows[s][m].value if m in rows[s] else "" for m in cols]])
         return
     if not rows:
         note("no scores yet; run `styler eval ADAPTER --clip …`")
         return
-    from rich.table import Table
-
-    t = Table(box=None, header_style="bold")
-    t.add_column("subject", no_wrap=True)
-    for m in cols:
-        t.add_column(m + (" ↓" if m in {"fid", "kid", "cmmd"} else " ↑"), justify="right")
-    winners = {m: best(rows, m) for m in cols}
-    for s in subjects:
-        cells = []
-        for m in cols:
-            if m not in rows[s]:
-                cells.append("-")
-                continue
-            v = f"{rows[s][m].value:.4g}"
-            cells.append(f"[bold green]{v}[/]" if winners[m] == s else v)
-        t.add_row(escape(s), *cells)
-    out.print(t)
+    winners = row_winners(rows)
+    cells = {s: [_cell(rows[s].get(m), s in winners.get(m, ())) for m in cols] for s in subjects}
+    heads = [m + (" ↓" if m in {"fid", "kid", "cmmd"} else " ↑") for m in cols]
+    _print_table(subjects, {s: row_n(rows[s]) for s in subjects}, heads, cells)
     text = clip_note(r.protocol for row in rows.values() for r in row.values())
     if text:
         note(text)
+
+
+def _cell(score, is_best: bool) -> str:
+    if score is None:
+        return "-"
+    v = f"{score.value:.4g}"
+    return f"[bold green]{v}[/]" if is_best else v
+
+
+def _print_table(subjects: list[str], ns: dict, heads: list[str], cells: dict) -> None:
+    """A table when it fits the terminal; else one block per subject, a metric per line, so no
+    metric name is ever cut."""
+    from rich.table import Table
+
+    width = out.width
+    need = max(len(s) for s in subjects) + 5 + sum(max(len(h), 6) + 2 for h in heads)
+    if need <= width:
+        t = Table(box=None, header_style="bold")
+        t.add_column("subject", no_wrap=True)
+        t.add_column("n", justify="right")
+        for h in heads:
+            t.add_column(h, justify="right", no_wrap=True)
+        for s in subjects:
+            t.add_row(escape(s), ns[s], *cells[s])
+        out.print(t)
+        return
+    label = max(len(h) for h in heads)
+    for s in subjects:
+        out.print(f"[bold]{escape(s)}[/]  n {ns[s]}")
+        for h, c in zip(heads, cells[s]):
+            out.print(f"  {h:<{label}}  {c}")
+
+
+def _score_history(reg, names, metric, as_json: bool, as_csv: bool) -> None:
+    """Every eval of the chosen subjects: one row per (subject, eval), oldest first."""
+    from registry import Score
+
+    from ..eval.run import SubjectQuery
+
+    import json
+
+    query = SubjectQuery(names, reg) if names else None
+    open_evals: dict[tuple, dict] = {}
+    history: list[dict] = []
+    for sc in reg.all(Score):  # oldest first; one eval writes each metric of a subject once
+        if (metric and sc.metric != metric) or (query and not query(sc.subject)):
+            continue
+        key = (sc.subject.get("name", "?"), json.dumps(sc.protocol, sort_keys=True, default=str))
+        row = open_evals.get(key)
+        if row is None or sc.metric in row["scores"]:
+            row = {"subject": sc.subject.get("name", "?"), "n": sc.protocol.get("n"),
+                   "against": (sc.protocol.get("against") or {}).get("name", ""), "first_id": sc.id, "scores": {}}
+            open_evals[key] = row
+            history.append(row)
+        row["scores"][sc.metric] = sc.value
+    if as_json:
+        print_json(history)
+        return
+    cols = sorted({m for r in history for m in r["scores"]})
+    if as_csv:
+        w = csv.writer(sys.stdout)
+        w.writerow(["eval", "subject", "n", "against", *cols])
+        for r in history:
+            w.writerow([r["first_id"], r["subject"], r["n"], r["against"], *[r["scores"].get(m, "") for m in cols]])
+        return
+    if not history:
+        note("no scores yet; run `styler eval ADAPTER --clip …`")
+        return
+    for r in history:
+        values = "  ".join(f"{m} {v:.4g}" for m, v in r["scores"].items())
+        out.print(f"{r['first_id']}  {escape(r['subject'])}  n {r['n']}  {escape(values)}")
 
 
 def report(

@@ -83,7 +83,7 @@ def small_sample_warning(metric: str, n: int, dim: int | None = None) -> str | N
     comfortable = COMFORTABLE_SAMPLES.get(metric)
     if comfortable is None or n >= comfortable:
         return None
-    text = (f"{metric} from only {n} images per side is noisy (and biased for fid); "
+    text = (f"{metric} from only {n} images per side is {'noisy and biased' if metric == 'fid' else 'noisy'}; "
             f"compare runs with the same n, and prefer ≥ {comfortable}")
     if metric == "fid" and dim and n <= dim:
         text += f"; with {n} ≤ {dim} embedding dimensions the covariance is singular"

@@ -17,7 +17,7 @@ from styler.files import write_bytes_atomic
 from styler.data.synth.fonts import find_cjk_font
 from styler.generate.grid import _ellipsize, _Face, make_grid, needs_cjk
 
-from .table import LOWER_IS_BETTER, _valid, best_per_metric, lower_is_better  # noqa: F401  (one rule, kept in table)
+from .table import LOWER_IS_BETTER, _valid, best_per_metric, comparable_winners, lower_is_better  # noqa: F401  (one rule, kept in table)
 
 TINY_NOTE = "scores from a CLIP with random weights are not meaningful"
 MAX_IMAGES = 8
@@ -35,6 +35,19 @@ class SubjectReport:
     scores: dict[str, float] = field(default_factory=dict)
     meaningful: bool = True  # False when scored with a CLIP that has random weights
     clip_note: str = ""  # e.g. the built-in world's tiny CLIP: comparable only with its own scores
+    baseline: bool = False  # the plain base's row: a reference, never "best"
+    group: str = ""  # subjects with the same group were scored the same way (CLIP, reference set)
+    delta: dict[str, float] = field(default_factory=dict)  # metric -> value minus its own baseline's
+
+
+def winners(subjects: list[SubjectReport]) -> dict[str, set[str]]:
+    """{metric: names} with the best value among comparable subjects (see table.comparable_winners)."""
+    return comparable_winners([(s.name, s.group, s.baseline, s.scores) for s in subjects])
+
+
+def _delta_text(s: SubjectReport, metric: str) -> str:
+    d = s.delta.get(metric)
+    return f" (Δ {d:+.3g})" if _valid(d) else ""
 
 
 def _metrics(subjects: list[SubjectReport]) -> list[str]:
@@ -63,13 +76,14 @@ def _bar_span(values: list[float], x0: float, x1: float):
     return lambda v: x0 + (v - lo) / (hi - lo) * (x1 - x0)
 
 
-def _chart(metric: str, subjects: list[SubjectReport], best: str | None, face: _Face, head: _Face,
+def _chart(metric: str, subjects: list[SubjectReport], best: set[str], face: _Face, head: _Face,
            width: int) -> Image.Image:
     """One horizontal bar chart: a row per subject, its value at the bar's end, the best in orange."""
     lh, pad = face.line_height, 8
     row_h = lh + 6
     label_w = min(max(face.getlength(s.name + " *") for s in subjects) + pad, width * 0.35)
-    value_w = max(face.getlength(_fmt(s.scores.get(metric))) for s in subjects) + face.getlength("  best ") + pad
+    value_w = max(face.getlength(_fmt(s.scores.get(metric)) + _delta_text(s, metric)) for s in subjects) \
+        + face.getlength("  best ") + pad
     x_bar0, x_bar1 = pad + label_w, width - pad - value_w
     top = head.line_height + pad
     img = Image.new("RGB", (width, top + row_h * len(subjects) + pad), BG)
@@ -89,10 +103,10 @@ def _chart(metric: str, subjects: list[SubjectReport], best: str | None, face: _
             face.draw(draw, (end + 6 + face.getlength(text) / 2, cy), text, MUTED)
             continue
         a, b = sorted((xmap(0.0), xmap(float(value))))
-        is_best = s.name == best
+        is_best = s.name in best
         draw.rectangle((round(a), y0 + 3, max(round(a) + 1, round(b)), y0 + row_h - 3),
                        fill=BEST_BAR if is_best else BAR)
-        text = _fmt(value) + ("  best" if is_best else "")
+        text = _fmt(value) + _delta_text(s, metric) + ("  best" if is_best else "")
         end = max(xmap(float(value)), xmap(0.0))
         face.draw(draw, (end + 6 + face.getlength(text) / 2, cy), text, BEST_BAR if is_best else TEXT)
     x = round(xmap(0.0))  # the zero axis
@@ -131,8 +145,8 @@ def render_image(subjects: list[SubjectReport], title: str = "") -> Image.Image:
         parts.append(_note("* " + TINY_NOTE, head, width - 16))
     for text in sorted({s.clip_note for s in subjects if s.clip_note}):
         parts.append(_note(text, head, width - 16))
-    best = best_per_metric({s.name: s.scores for s in subjects})
-    charts = [_chart(m, subjects, best.get(m), face, head, chart_w) for m in metrics]
+    best = winners(subjects)
+    charts = [_chart(m, subjects, best.get(m, set()), face, head, chart_w) for m in metrics]
     for i in range(0, len(charts), cols):
         line = charts[i:i + cols]
         row = Image.new("RGB", (width - 16, max(c.height for c in line)), BG)
@@ -166,7 +180,7 @@ def _data_uri(image: Image.Image, size: int = 192) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _svg_chart(metric: str, subjects: list[SubjectReport], best: str | None) -> str:
+def _svg_chart(metric: str, subjects: list[SubjectReport], best: set[str]) -> str:
     e = html.escape
     row_h, label_w, bar_w, value_w = 24, 200, 320, 110
     valid = [float(s.scores[metric]) for s in subjects if _valid(s.scores.get(metric))]
@@ -184,12 +198,12 @@ def _svg_chart(metric: str, subjects: list[SubjectReport], best: str | None) -> 
             out.append(f'<text x="{label_w + 6}" y="{cy:.1f}" dominant-baseline="middle" fill="#888">n/a</text>')
             continue
         a, b = sorted((xmap(0.0), xmap(float(value))))
-        cls = "bar best" if s.name == best else "bar"
+        cls = "bar best" if s.name in best else "bar"
         out.append(f'<rect class="{cls}" x="{a:.1f}" y="{y + 3}" width="{max(1.0, b - a):.1f}" '
                    f'height="{row_h - 6}"/>')
         end = max(xmap(float(value)), xmap(0.0))
         out.append(f'<text x="{end + 6:.1f}" y="{cy:.1f}" dominant-baseline="middle">'
-                   f'{e(_fmt(value))}{" ★" if s.name == best else ""}</text>')
+                   f'{e(_fmt(value) + _delta_text(s, metric))}{" ★" if s.name in best else ""}</text>')
     x = xmap(0.0)
     out.append(f'<line x1="{x:.1f}" y1="0" x2="{x:.1f}" y2="{height}" stroke="#a0a0a0"/></svg>')
     return "".join(out)
@@ -210,7 +224,7 @@ def render_html_text(subjects: list[SubjectReport], title: str = "") -> str:
         raise UsageError("nothing to report: no subjects")
     e = html.escape
     metrics = _metrics(subjects)
-    best = best_per_metric({s.name: s.scores for s in subjects})
+    best = winners(subjects)
     doc = ['<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">',
            f"<title>{e(title or 'styler report')}</title><style>{_CSS}</style></head><body>"]
     if title:
@@ -226,11 +240,12 @@ def render_html_text(subjects: list[SubjectReport], title: str = "") -> str:
         for s in subjects:
             doc.append(f'<tr><td>{e(s.name)}{"" if s.meaningful else " *"}</td>')
             for m in metrics:
-                cls = ' class="best"' if best.get(m) == s.name and _valid(s.scores.get(m)) else ""
-                doc.append(f"<td{cls}>{e(_fmt(s.scores.get(m)))}</td>")
+                cls = ' class="best"' if s.name in best.get(m, ()) and _valid(s.scores.get(m)) else ""
+                delta = _delta_text(s, m)
+                doc.append(f"<td{cls}>{e(_fmt(s.scores.get(m)))}" + (f"<small>{e(delta)}</small>" if delta else "") + "</td>")
             doc.append("</tr>")
         doc.append("</tbody></table><div class=\"charts\">")
-        doc += [f"<figure><figcaption>{e(_metric_title(m))}</figcaption>{_svg_chart(m, subjects, best.get(m))}"
+        doc += [f"<figure><figcaption>{e(_metric_title(m))}</figcaption>{_svg_chart(m, subjects, best.get(m, set()))}"
                 "</figure>" for m in metrics]
         doc.append("</div>")
     doc.append("<h2>Samples</h2>")

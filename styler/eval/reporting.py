@@ -9,7 +9,7 @@ from registry import Output, Registry
 from ..errors import UsageError
 from .features import clip_note
 from .run import output_images
-from .table import latest_scores
+from .table import baseline_name, comparable_group, latest_scores
 
 SAMPLES = 8
 
@@ -33,10 +33,13 @@ def write_report(names: list[str], out: str | Path, *, registry: Registry | None
         newest = max(scores.values(), key=lambda s: s.id)
         outs = [reg.get(Output, i) for i in newest.output_ids[:SAMPLES]]
         meaningful = all(s.protocol.get("clip", {}).get("meaningful", True) for s in scores.values())
-
-        subjects.append(SubjectReport(name=name, images=output_images(outs, reg),
-                                      scores={m: s.value for m, s in scores.items() if not m.startswith("probe:")},
+        values = {m: s.value for m, s in scores.items() if not m.startswith("probe:")}
+        own = rows.get(baseline_name(newest), {}) if newest.subject.get("kind") != "baseline" else {}
+        subjects.append(SubjectReport(name=name, images=output_images(outs, reg), scores=values,
                                       meaningful=meaningful,
-                                      clip_note=clip_note(s.protocol for s in scores.values()) if meaningful else ""))
+                                      clip_note=clip_note(s.protocol for s in scores.values()) if meaningful else "",
+                                      baseline=newest.subject.get("kind") == "baseline",
+                                      group=comparable_group(newest),
+                                      delta={m: v - own[m].value for m, v in values.items() if m in own}))
     (render_png if path.suffix.lower() == ".png" else render_html)(subjects, path, title="styler report")
     return path

@@ -29,6 +29,53 @@ def latest_scores(reg: Registry, names: list[str] | None = None, metric: str | N
     return rows
 
 
+def baseline_name(score: Score) -> str:
+    """The row of the plain base scored with the same prompts, seeds and reference as `score`."""
+    against = (score.protocol.get("against") or {}).get("name")
+    return f"baseline vs {against}" if against else "baseline"
+
+
+def comparable_group(score: Score) -> str:
+    """Scores in one group were computed the same way (same CLIP, same reference set): only they
+    may be ranked against each other."""
+    clip = (score.protocol.get("clip") or {}).get("hash") or (score.protocol.get("clip") or {}).get("name", "")
+    against = (score.protocol.get("against") or {}).get("id") or (score.protocol.get("against") or {}).get("name", "")
+    return f"{clip}|{against}"
+
+
+def comparable_winners(entries) -> dict[str, set[str]]:
+    """{metric: names} with the best value among comparable entries — (name, group, is_baseline,
+    {metric: value}) — : never a baseline (it is the reference), and only within a group (same
+    CLIP, same reference set) of at least two."""
+    groups: dict[str, dict[str, dict]] = {}
+    for name, group, is_baseline, scores in entries:
+        if not is_baseline:
+            groups.setdefault(group, {})[name] = scores
+    out: dict[str, set[str]] = {}
+    for members in groups.values():
+        if len(members) >= 2:
+            for metric, name in best_per_metric(members).items():
+                out.setdefault(metric, set()).add(name)
+    return out
+
+
+def row_winners(rows: dict) -> dict[str, set[str]]:
+    """comparable_winners over latest_scores' rows."""
+    entries = []
+    for name, scores in rows.items():
+        newest = max(scores.values(), key=lambda sc: sc.id)
+        entries.append((name, comparable_group(newest), newest.subject.get("kind") == "baseline",
+                        {m: sc.value for m, sc in scores.items()}))
+    return comparable_winners(entries)
+
+
+def row_n(scores: dict) -> str:
+    """Images per side behind a row's scores: '8', or '2/8' when its metrics come from evals of
+    different sizes."""
+    ns = sorted({int(sc.protocol["n"]) for sc in scores.values() if isinstance(sc.protocol.get("n"), int)})
+    return "/".join(map(str, ns)) or "-"
+
+
 def columns(rows: dict) -> list[str]:
     found = {m for r in rows.values() for m in r}
     return [m for m in ORDER if m in found] + sorted(found - set(ORDER))

@@ -64,7 +64,7 @@ def test_mix_eval_probe_scores_and_reports(styled, tmp_path):
     only = json.loads(run_cli("scores", "anime@1=0.5+watercolor@1=0.5", "--json").stdout)
     assert set(only) == {"anime@1=0.5+watercolor@1=0.5", "baseline vs watercolor@1"}
     csv_text = run_cli("scores", "--csv").stdout
-    assert csv_text.splitlines()[0].startswith("subject,clip_t")
+    assert csv_text.splitlines()[0].startswith("subject,n,clip_t")
     png, html = tmp_path / "r.png", tmp_path / "r.html"
     assert run_cli("report", "anime@1=0.5+watercolor@1=0.5", "--out", png).exit_code == 0
     assert Image.open(png).width > 100
@@ -89,6 +89,32 @@ def test_a_mix_name_resolves_the_same_everywhere(styled, tmp_path):
     # other weights are another mix: not found, with the command that makes it
     r = run_cli("report", "anime=0.4+watercolor=0.6", "--out", tmp_path / "r.png")
     assert r.exit_code == 2 and "styler eval anime=0.4+watercolor=0.6" in r.stderr
+
+
+def test_every_eval_is_kept_the_table_shows_n_and_stacks_when_narrow(styled):
+    from styler.cli.common import out
+
+    assert run_cli("eval", "anime", *QUICK, "--n", "4").exit_code == 0
+    assert run_cli("eval", "anime", *QUICK, "--n", "2", "--metrics", "clip_t").exit_code == 0
+    table = run_cli("scores", "anime", "--csv").stdout.splitlines()
+    head, row = table[0].split(","), next(line for line in table if line.startswith("anime@1,")).split(",")
+    assert head[:2] == ["subject", "n"] and row[1] == "2/4"  # clip_t from the n=2 eval, the rest from n=4
+    history = json.loads(run_cli("scores", "anime", "--all", "--json").stdout)
+    mine = [h for h in history if h["subject"] == "anime@1"]
+    assert [h["n"] for h in mine] == [4, 2]  # both evals kept, oldest first
+    assert set(mine[1]["scores"]) == {"clip_t"} and "style_sim" in mine[0]["scores"]
+    old = out.width
+    for width in (80, 40):  # 40: too narrow for the table, so one block per subject
+        try:
+            out.width = width
+            text = run_cli("scores").stdout
+        finally:
+            out.width = old
+        assert all(len(line) <= width for line in text.splitlines()), text
+        for m in ("clip_t", "style_sim", "cmmd"):  # never cut to `cli…`
+            assert m in text
+        assert "…" not in text
+    assert "\n  style_sim ↑" in text and "anime@1  n 2/4" in text
 
 
 def test_transfer_scores_content_sim_ssim_and_style_strength(styled, tmp_path):

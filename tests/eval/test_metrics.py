@@ -70,6 +70,7 @@ def test_sample_checks():
     assert "fid" in M.small_sample_warning("fid", 8) and "8 images" in M.small_sample_warning("fid", 8)
     assert "singular" in M.small_sample_warning("fid", 8, dim=768)
     assert M.small_sample_warning("kid", 500) is None
+    assert "biased" in M.small_sample_warning("fid", 8) and "biased" not in M.small_sample_warning("cmmd", 8)
     assert M.small_sample_warning("clip_t", 1) is None
 
 

@@ -59,7 +59,10 @@ def test_png_grows_with_subjects_and_draws_charts(tmp_path):
                                              - np.array(PALETTE[0])).sum(-1) < 12)[0])
         charts = (0, sheet_bottom + 1, image.width, image.height)
         assert np.asarray(image.convert("L").crop(charts)).min() < 100
-        assert count_colour(image, BEST_BAR, charts) > 50
+        if n == 1:  # one subject alone is nobody's best
+            assert count_colour(image, BEST_BAR, charts) == 0
+        else:
+            assert count_colour(image, BEST_BAR, charts) > 50
     assert sizes[0][1] < sizes[1][1] < sizes[2][1]
     assert not list(tmp_path.glob(".*.tmp"))
 
@@ -130,3 +133,23 @@ def test_the_world_clip_note_appears_once_without_stars(tmp_path):
     assert page.count(html.escape(WORLD_NOTE)) == 1 and " *</td>" not in page
     image = Image.open(render_png(subs, tmp_path / "r.png"))
     assert count_colour(image, NOTE_BG) > 0  # the note box is drawn
+
+
+def test_only_comparable_rows_compete_and_each_shows_its_delta_vs_its_own_baseline(tmp_path):
+    from styler.eval.report import winners
+
+    rows = [  # two adapters scored against dataset A, one against B, and their baselines
+        SubjectReport("anime@1", scores={"style_sim": 0.50, "fid": 30.0}, group="c|A", delta={"style_sim": 0.04}),
+        SubjectReport("ink@1", scores={"style_sim": 0.45, "fid": 20.0}, group="c|A", delta={"style_sim": -0.01}),
+        SubjectReport("watercolor@1", scores={"style_sim": 0.90, "fid": 5.0}, group="c|B", delta={"style_sim": 0.02}),
+        SubjectReport("baseline vs A", scores={"style_sim": 0.99, "fid": 1.0}, group="c|A", baseline=True),
+    ]
+    best = winners(rows)
+    # watercolor (another reference set) and the baseline (a reference) are never "best"
+    assert best == {"style_sim": {"anime@1"}, "fid": {"ink@1"}}
+    text = render_html(rows, tmp_path / "r.html").read_text("utf-8")
+    assert "(Δ +0.04)" in text and "(Δ -0.01)" in text and "(Δ +0.02)" in text
+    cells = re.findall(r'<td class="best">([^<]*)', text)
+    assert cells == ["0.5", "20"]  # anime's style_sim, ink's fid; nothing of the baseline's or watercolor's
+    png = render_png(rows, tmp_path / "r.png")
+    assert count_colour(Image.open(png), BEST_BAR) > 0
