@@ -85,6 +85,15 @@ def adapters_text(adapters: list) -> str:
     return " + ".join(parts) or "base"
 
 
+def output_source(output: Output) -> str:
+    """What made an output: its adapters, `run 1a2b3c4d at step 200` for a validation image
+    (rendered by a run with its weights of that step; no adapter record exists yet), or `base`."""
+    if output.adapters or not output.run_id:
+        return adapters_text(output.adapters)
+    step = (output.params or {}).get("train_step")
+    return f"run {short_id(output.run_id)}" + (f" at step {step}" if step is not None else "")
+
+
 def run_summary(run: Run) -> str:
     return f"{run.status} · step {run.step}/{run.total_steps} · loss {fmt_num(run.loss)}"
 

@@ -24,7 +24,8 @@ def fixed_id(kind: str, n: int) -> str:
 DS_ANIME, DS_INK = fixed_id("D", 1), fixed_id("D", 2)
 RUN_ANIME, RUN_INK, RUN_LIVE = fixed_id("R", 1), fixed_id("R", 2), fixed_id("R", 3)
 AD_ANIME, AD_INK = fixed_id("A", 1), fixed_id("A", 2)
-OUT_MIX, OUT_BASE = fixed_id("B", 2), fixed_id("B", 1)
+OUT_MIX, OUT_BASE, OUT_VAL = fixed_id("B", 2), fixed_id("B", 1), fixed_id("B", 0)
+VAL_SEED = 3886561766  # a seed as wide as a real one
 JOB_DONE, JOB_FAILED = fixed_id("J", 1), fixed_id("J", 2)
 
 
@@ -43,8 +44,8 @@ def metrics_row(step: int, loss: float, **extra) -> str:
 
 
 def build_fixed_home(home: Path) -> Registry:
-    """Two datasets, two adapters with their runs, a live run, two outputs (one with a
-    markup-laden prompt), scores from the tiny CLIP and two finished jobs — all with fixed ids."""
+    """Two datasets, two adapters with their runs, a live run, three outputs (one with a
+    markup-laden prompt, one a validation image of a run), scores from the tiny CLIP and two finished jobs — all with fixed ids."""
     reg = Registry(home)
     blobs = BlobStore(home)
     reg.insert(Dataset(id=DS_ANIME, created_at=AT, name="anime", version=1, path="datasets/anime/1", n_images=4,
@@ -66,6 +67,9 @@ def build_fixed_home(home: Path) -> Registry:
     mix = [{"id": AD_ANIME, "name": "anime", "version": 1, "method": "lora", "weight": 0.5, "te_weight": 0.5},
            {"id": AD_INK, "name": "calligraphy/ink", "version": 1, "method": "imported", "weight": 0.75,
             "te_weight": 0.25}]
+    reg.insert(Output(id=OUT_VAL, created_at=AT, blob=blobs.put_bytes(png_bytes((90, 160, 60))), kind="validation",
+                      prompt="anm, a fox", seed=VAL_SEED, steps=2, guidance=7.5, width=16, height=16, scheduler="DDIM",
+                      base={"name": "tiny", "kind": "tiny"}, run_id=RUN_ANIME, params={"train_step": 5}))
     reg.insert(Output(id=OUT_BASE, created_at=AT, blob=blobs.put_bytes(png_bytes((40, 80, 160))), prompt="a quiet lake",
                       seed=3, steps=2, guidance=7.5, width=16, height=16, scheduler="ddim",
                       base={"name": "tiny", "kind": "tiny"}))

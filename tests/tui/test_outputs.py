@@ -11,7 +11,7 @@ from registry import Registry
 from styler.tui.queue_ops import list_jobs
 from styler.tui.widgets import current_key
 
-from .helpers import MARKUP_PROMPT, OUT_BASE, OUT_MIX, cell_texts, make_app, settle, stable_screen
+from .helpers import MARKUP_PROMPT, OUT_BASE, OUT_MIX, OUT_VAL, RUN_ANIME, cell_texts, make_app, settle, stable_screen
 
 
 @pytest.mark.slow
@@ -106,3 +106,34 @@ def test_regen_payload_is_accepted_by_the_worker(fixed_home):
     assert (req.prompt, req.seed, req.steps, req.width, req.height, req.guidance) == (MARKUP_PROMPT, 7, 2, 16, 16, 7.5)
     assert req.adapters == [("anime@1", 0.5, 0.5), ("calligraphy/ink@1", 0.75, 0.25)]
     assert req.extra == {"base": "tiny"}
+
+
+def test_validation_images_name_their_run_and_step(fixed_home):
+    """A validation output has no adapters but a run and a step: it says so, not `none (base)`."""
+    from registry import Output
+
+    from styler.tui.panes.outputs import recipe_text
+    from styler.tui.provenance import output_source
+
+    reg = Registry(fixed_home)
+    val = reg.get(Output, OUT_VAL)
+    assert output_source(val) == f"run {RUN_ANIME[-8:]} at step 5"
+    recipe = recipe_text(val).plain
+    assert f"made by  run {RUN_ANIME[-8:]} at step 5  (run {RUN_ANIME})" in recipe
+    assert "none (base)" not in recipe and "adapters" not in recipe
+    assert output_source(reg.get(Output, OUT_BASE)) == "base"
+    assert "adapters none (base)" in recipe_text(reg.get(Output, OUT_BASE)).plain
+
+    async def go():
+        app = make_app(fixed_home)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.press("4")
+            await settle(pilot)
+            pane = app.pane("outputs")
+            rows = {r[0]: r for r in cell_texts(pane.table)}
+            assert f"run {RUN_ANIME[-8:]} at step 5" in rows[OUT_VAL[-8:]]
+            pane.filter_input.value = RUN_ANIME  # the run id finds its samples
+            await settle(pilot)
+            assert [r[0] for r in cell_texts(pane.table)] == [OUT_VAL[-8:]]
+
+    asyncio.run(go())

@@ -16,7 +16,7 @@ from textual.widgets import DataTable, Static
 from textual_image.widget import Image as PreviewImage
 
 from ..messages import JobsChanged
-from ..provenance import adapters_text, fmt_num, fmt_time, short_id
+from ..provenance import fmt_num, fmt_time, output_source, short_id
 from ..queue_ops import enqueue, regen_payload
 from ..widgets import clip
 from .base import TablePane
@@ -45,11 +45,11 @@ class OutputsPane(TablePane):
         return reg.all(Output)[::-1]  # newest first
 
     def row(self, o: Output) -> tuple:
-        return (short_id(o.id), o.kind, clip(o.prompt, 26), clip(adapters_text(o.adapters), 22),
+        return (short_id(o.id), o.kind, clip(o.prompt, 26), clip(output_source(o), 22),
                 o.seed if o.seed is not None else "-")
 
     def filter_fields(self, o: Output) -> tuple:
-        return (o.id, o.kind, o.prompt, adapters_text(o.adapters))
+        return (o.id, o.kind, o.prompt, output_source(o), o.run_id)
 
     def read_detail(self, reg: Registry, key: str):
         """The record and its decoded PNG (read here, off the app's thread)."""
@@ -115,8 +115,11 @@ def recipe_text(o: Output, problem: str = "") -> Text:
     if o.negative:
         t.append("negative ", style="dim").append(o.negative + "\n")
     t.append("seed     ", style="dim").append(f"{o.seed}\n")
-    t.append("adapters ", style="dim")
-    if not o.adapters:
+    if not o.adapters and o.run_id:
+        t.append("made by  ", style="dim").append(f"{output_source(o)}  (run {o.run_id})\n")
+    else:
+        t.append("adapters ", style="dim")
+    if not o.adapters and not o.run_id:
         t.append("none (base)\n")
     for a in o.adapters or []:
         t.append(f"\n  {a.get('name', '?')}@{a.get('version', '?')}  weight {fmt_num(a.get('weight'), 3)}"
