@@ -27,8 +27,9 @@ def _summary(r) -> str:
     if isinstance(r, Run):
         return f"{r.method} {r.status} step {r.step}/{r.total_steps}"
     if isinstance(r, Output):
-        mix = " + ".join(f"{a.get('name')}={a.get('weight')}" for a in r.adapters) or "base"
-        return f"{r.kind} [{mix}] {r.prompt[:40]}"
+        from ..tui.provenance import output_source
+
+        return f"{r.kind} [{output_source(r)}] {r.prompt[:40]}"
     if isinstance(r, Score):
         return f"{r.metric} = {r.value}"
     if isinstance(r, Job):
@@ -125,6 +126,12 @@ def show(
     import json
 
     out.print(f"[bold]{found.TABLE[:-1]} {escape(found.label)}[/]")
+    from registry import Output
+
+    if isinstance(found, Output):
+        from ..tui.provenance import output_source
+
+        out.print(f"  {'made by':<14} {escape(output_source(found))}")
     for k, v in data.items():
         shown = json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else str(v)
         out.print(f"  {k:<14} {escape(shown)}")

@@ -65,6 +65,9 @@ def stream_indices(seed: int, n: int, start: int, count: int) -> list[tuple[int,
     return out
 
 
+VALIDATION_PROMPTS = 2  # captions taken from the dataset when --validate-every has no --validation-prompt
+
+
 def make_plan(cfg: TrainConfig, reg: Registry, *, check_device: bool = True) -> Plan:
     """Resolve the dataset and base and count steps — every check that fails fast, so a refused run
     writes nothing (check_device=False: a plan for another machine, e.g. --dry-run of an fp16 run on
@@ -98,6 +101,9 @@ def make_plan(cfg: TrainConfig, reg: Registry, *, check_device: bool = True) -> 
         raise UsageError(f"--method textual-inversion needs --token, and {dataset.label} has no trigger word")
     base = resolve_base(cfg.base or None)
     check_base(cfg, base, trigger=dataset.trigger)
+    if cfg.validate_every and not cfg.validation_prompts:  # the dataset's own captions, held-out first
+        val = load_items(dataset, reg.home, "val") if dataset.n_val else []
+        cfg.validation_prompts = list(dict.fromkeys(it.text for it in [*val, *items] if it.text.strip()))[:VALIDATION_PROMPTS]
     # pin what was resolved, so the run's config.toml trains the same run again later
     cfg.dataset = dataset.label
     cfg.base = cfg.base or (base.name if base.kind in ("tiny", "hf") else str(base.path))

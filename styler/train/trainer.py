@@ -574,6 +574,9 @@ def train(cfg: TrainConfig, *, registry: Registry | None = None, console=None, r
             _send_run_id(handle.id)
     if on_start is not None:
         on_start(handle.id)
+    if trainer.main and console is not None and cfg.validate_every and cfg.validation_prompts:
+        console.print(f"[dim]validation images every {cfg.validate_every} steps "
+                      f"({len(cfg.validation_prompts)} prompt(s)) go to {handle.dir / 'samples'}[/]")
     state = None
     adapter = final = None
     show = trainer.main and (console is not None or monitor is not None)

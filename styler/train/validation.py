@@ -1,5 +1,6 @@
 """Validation images during training: rendered with the weights as they are at that step, saved
-under the run folder and registered as outputs of the run."""
+under the run folder (with the same PNG metadata as generated images, plus the run and step) and
+registered as outputs of the run."""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ def render_validation(trainer, step: int) -> list[str]:
 
     import torch
 
+    from ..generate.pngmeta import GenParams, save_png
+    from ..generate.service import recipe
+
     pipe, cfg, reg = trainer.pipe, trainer.cfg, trainer.reg
     was = [m.training for m in trainer.models]
     for m in trainer.models:
@@ -28,15 +32,20 @@ def render_validation(trainer, step: int) -> list[str]:
             with torch.no_grad(), trainer.acc.autocast():
                 image = pipe(prompt, num_inference_steps=cfg.validation_steps, height=cfg.resolution,
                              width=cfg.resolution, guidance_scale=VALIDATION_GUIDANCE, generator=g).images[0]
+            record = Output(kind="validation", prompt=prompt, seed=seed,
+                            steps=cfg.validation_steps, guidance=VALIDATION_GUIDANCE,
+                            width=cfg.resolution, height=cfg.resolution, scheduler=type(pipe.scheduler).__name__,
+                            base=trainer.plan.base_identity, run_id=trainer.handle.id, params={"train_step": step})
+            base = trainer.plan.base_identity
+            params = GenParams(prompt=prompt, steps=cfg.validation_steps, guidance=VALIDATION_GUIDANCE, seed=seed,
+                               width=image.width, height=image.height, sampler=record.scheduler,
+                               model_name=base.get("name", ""), model_hash=base.get("hash", ""),
+                               extra={"infotext": {"Styler run": trainer.handle.id, "Train step": step}})
             buf = io.BytesIO()
-            image.save(buf, format="PNG")
+            save_png(image, buf, params, {**recipe(record), "run_id": trainer.handle.id, "train_step": step})
             digest = BlobStore(reg.home).put_bytes(buf.getvalue())
             (trainer.handle.dir / "samples" / f"step-{step:07d}-{k}.png").write_bytes(buf.getvalue())
-            out = reg.insert(Output(blob=digest, kind="validation", prompt=prompt, seed=seed,
-                                    steps=cfg.validation_steps, guidance=VALIDATION_GUIDANCE,
-                                    width=cfg.resolution, height=cfg.resolution, scheduler=type(pipe.scheduler).__name__,
-                                    base=trainer.plan.base_identity, run_id=trainer.handle.id,
-                                    params={"train_step": step}))
+            out = reg.insert(record.replace(blob=digest))
             ids.append(out.id)
     finally:
         for m, w in zip(trainer.models, was):

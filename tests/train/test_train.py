@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from registry import Adapter, BlobStore, Output, Registry, Run
+from registry import Adapter, BlobStore, Dataset, Output, Registry, Run
 from tests.helpers import run_cli
 
 pytestmark = pytest.mark.slow  # builds or runs the tiny pipeline
@@ -234,6 +234,34 @@ def test_validation_images_and_held_out_loss(calli, styler_home):
     rows = [json.loads(x) for x in (styler_home / "runs" / run.id / "metrics.jsonl").read_text().splitlines()]
     assert [("val_loss" in row) for row in rows] == [False, True, False, True]
     assert len(list((styler_home / "runs" / run.id / "samples").glob("*.png"))) == 4
+
+
+def test_validation_without_prompts_uses_the_dataset_captions_carries_png_metadata_and_says_where(calli, styler_home):
+    from styler.generate.pngmeta import parse_a1111_parameters, read_png_meta
+    from styler.train.data import load_items
+
+    r = run_cli("train", calli, *FAST, "--steps", "2", "--validate-every", "2")
+    assert r.exit_code == 0, r.stderr
+    run = Registry().all(Run)[0]
+    samples = styler_home / "runs" / run.id / "samples"
+    assert str(samples) in " ".join((r.stdout + r.stderr).split())  # the user is told where they go
+    dataset = Registry().resolve(Dataset, calli)
+    captions = [it.text for it in load_items(dataset, styler_home, "val") + load_items(dataset, styler_home, "train")]
+    assert run.config["validation_prompts"] == list(dict.fromkeys(captions))[:2]  # pinned in the run's config
+    outs = Registry().find(Output, run_id=run.id)
+    assert run.config["validation_prompts"] and [o.prompt for o in outs] == run.config["validation_prompts"]
+    files = sorted(samples.glob("*.png"))
+    assert len(files) == len(outs)
+    record, text = read_png_meta(files[0])
+    fields = parse_a1111_parameters(text)
+    assert fields["Styler run"] == run.id and fields["Train step"] == "2" and fields["Steps"]
+    assert record["run_id"] == run.id and record["prompt"] == outs[0].prompt and record["train_step"] == 2
+    # the CLI names its provenance: the run and step, not "base"
+    made_by = f"run {run.id[-8:]} at step 2"
+    listed = run_cli("registry", "ls", "outputs").stdout
+    assert made_by in " ".join(listed.split()) or made_by.replace(" ", "") in "".join(listed.split())
+    shown = run_cli("registry", "show", outs[0].id).stdout
+    assert "made by" in shown and made_by in shown
 
 
 def test_textual_inversion_trains_only_the_new_token(calli, styler_home):
