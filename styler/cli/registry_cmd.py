@@ -29,7 +29,8 @@ def _summary(r) -> str:
     if isinstance(r, Output):
         from ..tui.provenance import output_source
 
-        return f"{r.kind} [{output_source(r)}] {r.prompt[:40]}"
+        mix = " + ".join(f"{a.get('name')}={a.get('weight')}" for a in r.adapters) or output_source(r)
+        return f"{r.kind} [{mix}] {r.prompt[:40]}"
     if isinstance(r, Score):
         return f"{r.metric} = {r.value}"
     if isinstance(r, Job):
