@@ -14,8 +14,7 @@ from PIL import Image, ImageDraw
 
 from styler.errors import UsageError
 from styler.files import write_bytes_atomic
-from styler.data.synth.fonts import find_cjk_font
-from styler.generate.grid import _ellipsize, _Face, make_grid, needs_cjk
+from styler.generate.grid import _ellipsize, _Face, cjk_font_for, make_grid
 
 from .table import LOWER_IS_BETTER, _valid, best_per_metric, comparable_winners, lower_is_better  # noqa: F401  (one rule, kept in table)
 
@@ -128,7 +127,7 @@ def render_image(subjects: list[SubjectReport], title: str = "") -> Image.Image:
     if not subjects:
         raise UsageError("nothing to report: no subjects")
     texts = [title, *(s.name for s in subjects), *_metrics(subjects)]
-    cjk = find_cjk_font() if any(needs_cjk(t) for t in texts) else None
+    cjk = cjk_font_for(texts)
     face, head = _Face(14, cjk), _Face(16, cjk)
     rows = [[im for im in s.images[:MAX_IMAGES]] or [None] for s in subjects]
     parts: list[Image.Image] = []

@@ -30,6 +30,27 @@ def needs_cjk(text: str) -> bool:
     return _RE_CJK.search(text) is not None
 
 
+_warned_no_cjk = False
+
+
+def cjk_font_for(texts) -> "Path | None":
+    """The CJK font to draw `texts` with, when any of them needs one. With none on the machine the
+    text would come out as boxes: say so once per process, with the fix, and return None."""
+    global _warned_no_cjk
+    from ..data.synth.fonts import CJK_FONT_HINT
+
+    if not any(needs_cjk(t) for t in texts):
+        return None
+    path = find_cjk_font()
+    if path is None and not _warned_no_cjk:
+        _warned_no_cjk = True
+        import sys
+
+        print(f"warning: no CJK font found, so Chinese text in sheets and reports is drawn as boxes; {CJK_FONT_HINT}",
+              file=sys.stderr)
+    return path
+
+
 @lru_cache(maxsize=32)
 def _latin_font(px: int) -> Font:
     for name in ("DejaVuSans.ttf", "Arial.ttf", "arial.ttf"):
@@ -188,7 +209,7 @@ def make_grid(images: list[list[Image.Image | None]], *, row_labels: list[str] |
     gap = max(2, round(side / 128))
     pad = max(4, px // 3)
     all_text = [title, x_name, y_name, *map(str, row_labels), *map(str, col_labels)]
-    cjk_path = find_cjk_font() if any(needs_cjk(t) for t in all_text) else None  # only looked for when needed
+    cjk_path = cjk_font_for(all_text)  # only looked for when needed
     face = _Face(px, cjk_path)
     lh = face.line_height
 

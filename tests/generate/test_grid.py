@@ -121,11 +121,27 @@ def test_wrap_and_ellipsize():
     assert len(wrap_text("书法书法书法书法书法书法", font, 40, 2)) == 2
 
 
-def test_chinese_label_without_cjk_font(monkeypatch):
+def test_chinese_label_without_cjk_font(monkeypatch, capsys):
     monkeypatch.setattr(grid, "find_cjk_font", lambda: None)
+    monkeypatch.setattr(grid, "_warned_no_cjk", False)
     sheet = make_grid(squares(1, 2), row_labels=["书法 0.5"], col_labels=["永", "seed 1"], title="书法")
     box = colour_box(sheet, PALETTE[0])
     assert not_blank(sheet, (0, box[1], box[0], box[3]))
+    make_grid(squares(1, 2), row_labels=["永"])
+    err = capsys.readouterr().err
+    # said once per process, with the fix, not silently drawn as boxes
+    assert err.count("no CJK font found") == 1 and "fonts-noto-cjk" in err and "STYLER_CJK_FONT" in err
+    make_grid(squares(1, 2), row_labels=["latin only"])
+    assert capsys.readouterr().err == ""
+
+
+def test_styler_cjk_font_points_at_a_font(monkeypatch, tmp_path):
+    from styler.data.synth import fonts
+
+    monkeypatch.setattr(fonts, "KNOWN_CJK_FONTS", ())
+    monkeypatch.setattr(fonts, "_fc_list_fonts", lambda timeout=3.0: [])
+    monkeypatch.setenv("STYLER_CJK_FONT", str(tmp_path / "missing.ttf"))
+    assert fonts.find_cjk_font() is None  # a path that is not a font is skipped, never raised
 
 
 @pytest.mark.skipif(find_cjk_font() is None, reason="no CJK font on this machine")

@@ -3,6 +3,7 @@ our characters it really has glyphs for."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from functools import lru_cache
@@ -77,11 +78,17 @@ def _fc_list_fonts(timeout: float = 3.0) -> list[str]:
     return sorted(files, key=_font_rank)
 
 
+CJK_FONT_ENV = "STYLER_CJK_FONT"
+CJK_FONT_HINT = ("install a CJK font (Debian/Ubuntu: apt install fonts-noto-cjk; Fedora: dnf install "
+                 "google-noto-sans-cjk-fonts; macOS and Windows ship one) or point STYLER_CJK_FONT at a .ttf/.ttc/.otf")
+
+
 def find_cjk_font() -> Path | None:
-    """The first usable CJK font on this machine (known locations, then ``fc-list :lang=zh``),
+    """The first usable CJK font: STYLER_CJK_FONT, then known locations, then ``fc-list :lang=zh``,
     preferring brush (kai) faces; None when there is none. Never raises."""
     seen: set[str] = set()
-    for candidate in (*KNOWN_CJK_FONTS, *_fc_list_fonts()):
+    chosen = os.environ.get(CJK_FONT_ENV, "").strip()
+    for candidate in (*([chosen] if chosen else []), *KNOWN_CJK_FONTS, *_fc_list_fonts()):
         if candidate in seen:
             continue
         seen.add(candidate)
