@@ -7,13 +7,15 @@ panes; this module imports no torch, and the first frame is drawn before any dat
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from registry import styler_home
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.lazy import Lazy
-from textual.widgets import Footer, Header, TabbedContent, TabPane
+from textual.widget import Widget
+from textual.widgets import Footer, Header, TabbedContent, TabPane, Tabs
 
 from .background import BackgroundWorker
 from .messages import JobsChanged, Navigate, WorkerFailed
@@ -24,6 +26,14 @@ from .panes.outputs import OutputsPane
 from .panes.queue import QueuePane
 from .panes.runs import RunsPane
 from .panes.scores import ScoresPane
+
+@dataclass(frozen=True)
+class Place:
+    """Where the user was when they followed a link: the tab and the focused widget."""
+
+    tab: str
+    widget: Widget | None
+
 
 TABS = (
     ("datasets", "Datasets", DatasetsPane),
@@ -41,18 +51,26 @@ class StylerApp(App):
     CSS_PATH = "styler.tcss"
     TITLE = "styler"
     ENABLE_COMMAND_PALETTE = False
+    AUTO_FOCUS = "RecordTable"  # the first tab's table, so the arrows move it from the start
     BINDINGS = [
-        *(Binding(str(i), f"show_tab('{tab}')", title, show=False) for i, (tab, title, _) in enumerate(TABS, 1)),
+        # one footer entry stands for the six tab keys
+        *(Binding(str(i), f"show_tab('{tab}')", "tabs" if i == 1 else title, show=i == 1,
+                  key_display="1-6" if i == 1 else None) for i, (tab, title, _) in enumerate(TABS, 1)),
         Binding("slash", "focus_filter", "filter", key_display="/"),
+        Binding("backspace,b", "back", "back", key_display="b"),
         Binding("r", "refresh", "refresh"),
+        Binding("question_mark", "keys", "keys", key_display="?"),
         Binding("q", "quit", "quit"),
     ]
+    HISTORY = 50  # places kept for Back
 
     def __init__(self, home: str | os.PathLike | None = None, *, worker_command: list[str] | None = None):
         super().__init__()
         self.home = Path(home).expanduser().resolve() if home is not None else styler_home()
         self.background = BackgroundWorker(self.home, worker_command)
         self.focus_on_show: str | None = None
+        self.restore_focus: Widget | None = None  # Back: the widget to focus when its tab shows
+        self.history: list[Place] = []  # where the user was before each followed link
         self.sub_title = str(self.home)
 
     def compose(self) -> ComposeResult:
@@ -63,6 +81,11 @@ class StylerApp(App):
                     # the hidden tabs mount just after the first frame, so it comes sooner
                     yield pane_cls(id=tab) if i == 0 else Lazy(pane_cls(id=tab))
         yield Footer()
+
+    def on_mount(self) -> None:
+        # The tab bar takes no focus: focused, it took the arrow keys (they switched tabs instead of
+        # moving the table); the number keys and the mouse switch tabs.
+        self.query_one(TabbedContent).query_one(Tabs).can_focus = False
 
     # -- tabs ---------------------------------------------------------------------------------------
     @property
@@ -92,17 +115,60 @@ class StylerApp(App):
             self.focus_on_show = tab
             tabs.active = f"tab-{tab}"
 
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        # a click on a tab does not go through action_show_tab: the new pane's table takes focus
+        self.call_after_refresh(self.ensure_focus)
+
+    def ensure_focus(self) -> None:
+        """Focus the active tab's table when nothing in that tab has focus (the arrows move it)."""
+        pane = self.pane()
+        if pane is None or self.focus_on_show is not None:
+            return  # still mounting, or about to take focus in on_show
+        focused = self.focused
+        if focused is None or not focused.is_attached or pane not in focused.ancestors:
+            pane.focus_main()
+
     def action_focus_filter(self) -> None:
         self.with_pane(None, lambda pane: pane.focus_filter())
 
     def action_refresh(self) -> None:
         self.with_pane(None, lambda pane: pane.refresh_data())
+        self.ensure_focus()
+
+    def action_keys(self) -> None:
+        from .keys import KeysScreen
+
+        self.push_screen(KeysScreen())
+
+    # -- Back ---------------------------------------------------------------------------------------
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action == "back":
+            return bool(self.history)  # listed only once a link was followed
+        return True
+
+    def action_back(self) -> None:
+        """Return to the tab and the widget (a link list, a table row) the last link was followed from."""
+        if not self.history:
+            return
+        place = self.history.pop()
+        self.refresh_bindings()
+        tabs = self.query_one(TabbedContent)
+        if tabs.active == f"tab-{place.tab}":
+            if place.widget is not None and place.widget.is_attached:
+                place.widget.focus()
+            return
+        self.set_focus(None)  # see action_show_tab
+        self.focus_on_show, self.restore_focus = place.tab, place.widget
+        tabs.active = f"tab-{place.tab}"
 
     # -- app-wide messages --------------------------------------------------------------------------
     def on_navigate(self, message: Navigate) -> None:
+        self.history = [*self.history, Place(self.active_tab, self.focused)][-self.HISTORY:]
+        self.refresh_bindings()
         self.set_focus(None)  # see action_show_tab; select_record focuses the target row
         self.query_one(TabbedContent).active = f"tab-{message.tab}"
         self.with_pane(message.tab, lambda pane: pane.select_record(message.target))
+        self.call_after_refresh(self.ensure_focus)  # a target that is gone leaves focus on the table
 
     def on_jobs_changed(self, message: JobsChanged) -> None:
         self.with_pane("queue", lambda pane: pane.poll_jobs())

@@ -8,6 +8,7 @@ from typing import Iterable
 
 from rich.text import Text
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import DataTable, OptionList, Static
 from textual.widgets.option_list import Option
@@ -72,6 +73,22 @@ def move_to_key(table: DataTable, key: str) -> bool:
         return False
     table.move_cursor(row=index, scroll=True)
     return True
+
+
+class RecordTable(DataTable):
+    """A table of records whose Enter (into the row's provenance links) is listed in the footer;
+    `enter_hint=None` for a table where Enter does nothing."""
+
+    BINDINGS = [Binding("enter", "select_cursor", "links")]
+
+    def __init__(self, *args, enter_hint: bool = True, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.enter_hint = enter_hint
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action == "select_cursor" and not self.enter_hint:
+            return False
+        return super().check_action(action, parameters)
 
 
 class ProvenanceView(Vertical):

@@ -18,11 +18,19 @@ from textual.widgets import DataTable, Input
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from ..messages import WorkerFailed
-from ..widgets import current_key, fill_table, move_to_key
+from ..widgets import RecordTable, current_key, fill_table, move_to_key
 
 
 class RegistryPane(Vertical):
-    """A tab's content. Subclasses implement `refresh_data`; `select_record` shows one record."""
+    """A tab's content. Subclasses implement `refresh_data`; `select_record` shows one record.
+
+    Tab moves focus on (listed in the footer, unlike the screen's own Tab binding); Escape goes
+    back to the tab's main table from the filter, the links or a form."""
+
+    BINDINGS = [
+        Binding("tab", "app.focus_next", "focus"),
+        Binding("escape", "to_table", "table"),
+    ]
 
     def registry(self) -> Registry:
         return Registry(self.app.home)
@@ -34,10 +42,22 @@ class RegistryPane(Vertical):
         """Focus the filter input; False when this pane has none."""
         return False
 
+    def main_widget(self):
+        """What has focus when the tab is shown: its (first) table."""
+        return self.query(DataTable).first(None)
+
     def focus_main(self) -> None:
-        table = self.query(DataTable).first(None)
-        if table is not None:
-            table.focus()
+        widget = self.main_widget()
+        if widget is not None:
+            widget.focus()
+
+    def action_to_table(self) -> None:
+        self.focus_main()
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action == "to_table":  # listed only where Escape would move focus
+            return self.app.focused is not self.main_widget()
+        return True
 
     def select_record(self, target: str) -> None:
         pass
@@ -45,7 +65,13 @@ class RegistryPane(Vertical):
     def on_show(self) -> None:
         if getattr(self.app, "focus_on_show", None) == self.id:
             self.app.focus_on_show = None
-            self.focus_main()  # only now: a widget that is not displayed yet cannot take focus
+            # only now: a widget that is not displayed yet cannot take focus
+            back_to = getattr(self.app, "restore_focus", None)
+            self.app.restore_focus = None
+            if back_to is not None and back_to.is_attached and self in back_to.ancestors:
+                back_to.focus()
+            else:
+                self.focus_main()
         self.refresh_data()
 
     def dataset_labels_or_report(self, reg: Registry) -> dict[str, str]:
@@ -68,8 +94,8 @@ class RegistryPane(Vertical):
 class TablePane(RegistryPane):
     """A filter Input over a DataTable of records; the detail follows the highlighted row."""
 
-    BINDINGS = [Binding("escape", "leave_filter", "table", show=False)]
     COLUMNS: tuple[str, ...] = ()
+    ENTER_LINKS = True  # Enter on a row goes into its provenance links
     FILTER_HINT = "filter (/)"
 
     class Loaded(Message):
@@ -114,8 +140,7 @@ class TablePane(RegistryPane):
     # -- layout ------------------------------------------------------------------------------------
     def compose_table(self) -> ComposeResult:
         yield Input(placeholder=self.FILTER_HINT, id=f"{self.id}-filter", classes="filter")
-        table = DataTable(id=f"{self.id}-table", cursor_type="row", zebra_stripes=True)
-        yield table
+        yield RecordTable(id=f"{self.id}-table", cursor_type="row", zebra_stripes=True, enter_hint=self.ENTER_LINKS)
 
     @property
     def table(self) -> DataTable:
@@ -131,9 +156,6 @@ class TablePane(RegistryPane):
     def focus_filter(self) -> bool:
         self.filter_input.focus()
         return True
-
-    def action_leave_filter(self) -> None:
-        self.table.focus()
 
     # -- loading ---------------------------------------------------------------------------------
     def refresh_data(self) -> None:
@@ -156,6 +178,7 @@ class TablePane(RegistryPane):
                 self._select(target)
             else:
                 self.app.notify(f"{target} is no longer in the registry", severity="warning", markup=False)
+                self.focus_main()
 
     def visible(self) -> list:
         needle = self.filter_input.value

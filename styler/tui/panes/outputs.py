@@ -23,9 +23,10 @@ from .base import TablePane
 
 
 class OutputsPane(TablePane):
-    BINDINGS = [Binding("g", "regen", "regen (queue)")]
+    BINDINGS = [Binding("g", "regen", "regen (queue)", tooltip="queue the highlighted output's recipe again")]
     COLUMNS = ("id", "kind", "prompt", "adapters", "seed")
     FILTER_HINT = "filter by prompt, adapter, kind or id  (/)"
+    ENTER_LINKS = False  # the recipe has no links
 
     class Queued(Message):
         def __init__(self, job_id: str, output_id: str) -> None:

@@ -39,9 +39,9 @@ def job_summary(job: Job) -> str:
 
 class QueuePane(RegistryPane):
     BINDINGS = [
-        Binding("c", "cancel_job", "cancel job"),
-        Binding("t", "retry_job", "retry job"),
-        Binding("w", "start_worker", "start worker"),
+        Binding("c", "cancel_job", "cancel", tooltip="cancel the highlighted job"),
+        Binding("t", "retry_job", "retry", tooltip="queue the highlighted (failed or cancelled) job again"),
+        Binding("w", "start_worker", "worker", tooltip="start a `styler worker` that runs the queued jobs"),
     ]
 
     class AdaptersLoaded(Message):
