@@ -90,7 +90,7 @@ def run_demo(*, fresh: bool = False, console=None, registry: Registry | None = N
     from .eval.run import evaluate
     from .eval.sweep import probe_sweep
     from .generate.engine import Session
-    from .generate.service import Request, generate
+    from .generate.service import Request, generate, out_file_name
     from .models.resolve import base_identity, resolve_base
     from .train.config import build_config
     from .train.trainer import train
@@ -143,7 +143,7 @@ def run_demo(*, fresh: bool = False, console=None, registry: Registry | None = N
             for label, adapters in ((f"baseline · {kind}", []), (f"{NS}/{kind}", [(f"{NS}/{kind}", 1.0, None)])):
                 outs = generate(Request(prompt=prompt, seed=0, n=2, adapters=adapters, extra={"demo": True}, **gen),
                                 registry=reg, session=session, out_dir=images_dir)
-                result.images[label] = [str(images_dir / f"{o.id}.png") for o in outs]
+                result.images[label] = [str(images_dir / out_file_name(o)) for o in outs]
 
     _say(console, "evaluating each adapter against its dataset and the baseline (tiny CLIP)")
     probe_sets = [PLAIN] + [f"{NS}/{k}" for k in STYLES]

@@ -58,10 +58,14 @@ def _show(outputs, as_json: bool, out_dir, extra: dict | None = None) -> None:
     if as_json:
         print_json({"outputs": [o.to_dict() for o in outputs], **(extra or {})})
         return
+    from ..generate.service import out_file_name
+
     for o in outputs:
         mix = " + ".join(f"{a['name']}@{a['version']}={a['weight']:g}" for a in o.adapters) or "base"
-        where = f"  {out_dir / (o.id + '.png')}" if out_dir else ""
-        out.print(f"{o.id}  seed {o.seed}  [{escape(mix)}]{escape(where)}")
+        cell = (o.params or {}).get("sweep")
+        step = f"  t {cell['t']:g}" if cell else ""
+        where = f"  {out_dir / out_file_name(o)}" if out_dir else ""
+        out.print(f"{o.id}  seed {o.seed}{step}  [{escape(mix)}]{escape(where)}")
     for k, v in (extra or {}).items():
         out.print(f"{k}: {escape(str(v))}")
     if not out_dir:

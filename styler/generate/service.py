@@ -235,7 +235,7 @@ def _store(req: Request, seed: int, img, session: Session, recorded, reg: Regist
     if out_path:  # the PNG first: a failed write leaves no output record behind (the blob is prunable)
         from ..files import write_bytes_atomic
 
-        written = write_bytes_atomic(out_path / f"{record.id}.png", buf.getvalue(),
+        written = write_bytes_atomic(out_path / out_file_name(record), buf.getvalue(),
                                      error=f"cannot write the PNG into --out {out_path}")
     try:
         return reg.insert(record)
@@ -243,6 +243,19 @@ def _store(req: Request, seed: int, img, session: Session, recorded, reg: Regist
         if written is not None:
             written.unlink(missing_ok=True)
         raise
+
+
+def out_file_name(o: Output) -> str:
+    """The PNG's name under --out: the id; a sweep's or grid's cell also names its adapters,
+    weights and seed first (``anime-0.8_watercolor-0.2_seed0_<id>.png``), so the files sort and
+    read as the sheet does."""
+    params = o.params or {}
+    if not (params.get("sweep") or params.get("grid")):
+        return f"{o.id}.png"
+    parts = [f"{a.get('name', '?')}-{float(a.get('weight', 1)):g}" for a in o.adapters] or ["base"]
+    stem = "_".join(parts + [f"seed{o.seed}"])
+    stem = "".join(c if c.isalnum() or c in "-._" else "-" for c in stem)
+    return f"{stem}_{o.id}.png"
 
 
 def recipe(o: Output) -> dict:

@@ -78,6 +78,12 @@ def test_sweep_renders_the_series_and_its_ends_are_the_single_adapters(styled, t
     assert weights[0] == [1.0, 0.0] and weights[3] == [0.5, 0.5] and weights[-1] == [0.0, 1.0]
     sheet = Image.open(data["grid"])
     assert sheet.width > 7 * 64
+    # the files say which cell they are: adapters, weights and seed, then the id
+    files = sorted(p.name for p in tmp_path.glob("*.png") if p.name.startswith("anime"))
+    assert f"anime-0.8_watercolor-0.2_seed7_{out_ids[1]}.png" in files and len(files) == 7
+    text = run_cli("mix", "anime=0.5", "watercolor=0.5", "a cat", *FAST, "--sweep", "anime:watercolor",
+                   "--sweep-values", "0,0.5").stdout
+    assert "t 0  " in text and "t 0.5  " in text  # each line names its step, not only its seed
     (only_a,) = ids(run_cli("generate", "a cat", *FAST, "--adapter", "anime=1", "--json"))
     assert np.abs(pixels(styled, out_ids[0]) - pixels(styled, only_a)).max() <= 1
 
