@@ -298,8 +298,8 @@ def render(state: TrainState) -> RenderableType:
     if spark:
         recent = list(state.history)[-SPARK_WIDTH:]
         grid.add_row("trend", Text.assemble((spark, colour), f"  {min(recent):.4f} … {max(recent):.4f}"))
-    if state.last_checkpoint is not None:
-        grid.add_row("saved", f"checkpoint at step {state.last_checkpoint}")
+    if state.last_checkpoint is not None and f"checkpoint saved at step {state.last_checkpoint}" not in (state.note or ""):
+        grid.add_row("saved", f"checkpoint at step {state.last_checkpoint}")  # once: not again beside its note
     if state.note:
         grid.add_row("note", Text(state.note))  # Text, not markup: user text shows literally
 
@@ -349,11 +349,20 @@ class LiveMonitor:
         self._memory_at = -math.inf
         self._printed_step: int | None = None
         self._printed_note = ""
+        self._state: TrainState | None = None
 
     def __enter__(self) -> LiveMonitor:
         return self
 
-    def __exit__(self, *exc) -> bool:
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        state = self._state
+        if exc_type is not None and state is not None and state.status == "running" and self._live is not None:
+            # the last frame must not say "running" (a step behind) once the run has stopped
+            interrupted = issubclass(exc_type, KeyboardInterrupt) or exc_type.__name__ == "_Interrupted"
+            state.status = "interrupted" if interrupted else "failed"
+            state.step = int(getattr(exc, "step", state.step) or state.step)
+            state.note = f"stopped at step {state.step}" if interrupted else f"stopped: {exc_type.__name__}"
+            self.update(state, final=True)
         self.close()
         return False  # never swallow the trainer's exception, KeyboardInterrupt included
 
@@ -364,6 +373,7 @@ class LiveMonitor:
 
     def update(self, state: TrainState, final: bool = False) -> None:
         """Show `state`: redraw the live panel, or print a line when due (every N steps, and final)."""
+        self._state = state
         terminal = self.console.is_terminal
         due = final or (state.step % self.every == 0 and state.step != self._printed_step)
         if terminal or due:

@@ -161,7 +161,32 @@ def test_render_validation_checkpoint_and_note():
     state = make_state()
     state.val_loss, state.last_checkpoint, state.note = 0.1234, 20, "checkpoint saved at step 20"
     out = text_of(render(state))
-    assert "val 0.1234" in out and "checkpoint at step 20" in out and "checkpoint saved at step 20" in out
+    assert "val 0.1234" in out and out.count("checkpoint") == 1 and "checkpoint saved at step 20" in out
+    state.note = "saving the adapter"  # the checkpoint line stays once the note moves on
+    assert text_of(render(state)).count("checkpoint at step 20") == 1
+
+
+def test_the_last_frame_after_an_interrupt_says_interrupted_at_the_step_it_stopped():
+    import io
+
+    from rich.console import Console
+
+    class _Interrupted(Exception):  # as the trainer raises it: the step it stopped at
+        def __init__(self, step):
+            self.step = step
+
+    buf = io.StringIO()
+    console = Console(file=buf, force_terminal=True, width=100)
+    state = make_state()
+    state.step = 7
+    with pytest.raises(_Interrupted):
+        with LiveMonitor(console) as mon:
+            mon.update(state)
+            raise _Interrupted(8)
+    assert state.status == "interrupted" and state.step == 8
+    text = buf.getvalue()
+    assert "stopped at step 8" in text and "8/30" in text
+    assert text.rindex("● interrupted") > text.rfind("● running")  # the frame left on screen
 
 
 def test_render_before_any_step():
