@@ -56,6 +56,14 @@ class ImportReport:
             out.append(f"{len(self.orphan_captions)} caption(s) name images that are not there: " + _listing(self.orphan_captions))
         if self.same_as:
             out.append(f"the content is identical to {self.same_as}")
+        stats, options = self.record.stats or {}, self.record.options or {}
+        size = options.get("size")
+        if stats.get("upscaled"):
+            out.append(f"{stats['upscaled']} image(s) were smaller than --size {size} and were upscaled (blurrier "
+                       "training data); use a smaller --size, or leave --size out to keep the images as they are")
+        if stats.get("cropped"):
+            out.append(f"{stats['cropped']} non-square image(s) were center-cropped to {size}x{size}, losing their "
+                       "edges; --crop none keeps the whole picture (longer side = --size)")
         return out
 
 
@@ -287,4 +295,7 @@ def _stats(entries: list[dict]) -> dict:
         "caption_chars": summary(lengths),
         "empty_captions": sum(1 for n in lengths if n == 0),
         "upscaled": sum(1 for e in entries if e["width"] > e["orig_width"] or e["height"] > e["orig_height"]),
+        # aspect ratio changed: a square crop of a non-square image
+        "cropped": sum(1 for e in entries
+                       if abs(e["width"] * e["orig_height"] - e["height"] * e["orig_width"]) > max(e["orig_width"], e["orig_height"])),
     }

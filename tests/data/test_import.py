@@ -64,11 +64,16 @@ def test_unprocessed_images_keep_their_original_bytes(styler_home, tmp_path):
 
 def test_center_crop_and_aspect_resize(styler_home, tmp_path):
     make_images(tmp_path / "src", 1, size=(80, 40))
-    run_cli("data", "add", "crop", tmp_path / "src", "--size", "32", "--crop", "center")
-    run_cli("data", "add", "keep", tmp_path / "src", "--size", "32", "--crop", "none")
+    cropped = run_cli("data", "add", "crop", tmp_path / "src", "--size", "32", "--crop", "center")
+    kept = run_cli("data", "add", "keep", tmp_path / "src", "--size", "32", "--crop", "none")
     reg = Registry()
     sizes = {n: Image.open(next((styler_home / reg.resolve(Dataset, n).path / "images").iterdir())).size for n in ("crop", "keep")}
     assert sizes == {"crop": (32, 32), "keep": (32, 16)}
+    # said, not silent: the crop loses the image's edges, and says how to keep them
+    assert "1 non-square image(s) were center-cropped to 32x32" in cropped.stderr and "--crop none" in cropped.stderr
+    assert "center-cropped" not in kept.stderr and "upscaled" not in kept.stderr
+    big = run_cli("data", "add", "big", tmp_path / "src", "--size", "128", "--crop", "none")
+    assert big.exit_code == 0 and "1 image(s) were smaller than --size 128 and were upscaled" in big.stderr
 
 
 def test_caption_sources_jsonl_csv_filename_template(styler_home, tmp_path):
