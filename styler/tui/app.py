@@ -71,6 +71,7 @@ class StylerApp(App):
         self.focus_on_show: str | None = None
         self.restore_focus: Widget | None = None  # Back: the widget to focus when its tab shows
         self.history: list[Place] = []  # where the user was before each followed link
+        self.left_running: str = ""  # said on stderr after exit: a worker the user chose to keep
         self.sub_title = str(self.home)
 
     def compose(self) -> ComposeResult:
@@ -140,6 +141,25 @@ class StylerApp(App):
 
         self.push_screen(KeysScreen())
 
+    async def action_quit(self) -> None:
+        """Quit; while a worker started here (`w`) runs, ask first whether to stop it."""
+        bg = self.background
+        if not bg.running():
+            self.exit()
+            return
+        from .keys import QuitScreen
+
+        def chosen(choice: str | None) -> None:
+            if choice == "leave":
+                log = bg.log_path
+                self.left_running = (f"styler tui: the worker pid {bg.release()} is still running"
+                                     + (f"; its log: {log}" if log else ""))
+                self.exit()
+            elif choice == "stop":
+                self.exit()  # on_unmount stops it
+
+        self.push_screen(QuitScreen(bg.pid, bg.log_path), chosen)
+
     # -- Back ---------------------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         if action == "back":
@@ -202,3 +222,7 @@ def run(home: str | os.PathLike | None = None) -> None:
         app.background.stop()
         for s, handler in previous.items():
             signal.signal(s, handler)
+    if app.left_running:
+        import sys
+
+        print(app.left_running, file=sys.stderr)

@@ -43,6 +43,12 @@ class BackgroundWorker:
                                             stdin=subprocess.DEVNULL, env=env, start_new_session=True)
         return self.process.pid
 
+    def release(self) -> int | None:
+        """Let the worker outlive the app (it runs in its own session); returns its pid."""
+        pid = self.pid if self.running() else None
+        self.process = None
+        return pid
+
     def stop(self) -> None:
         if not self.running():
             return

@@ -1,4 +1,5 @@
-"""The key help screen (`?`): every key of the dashboard, the ones the footer has no room for too."""
+"""The dashboard's two small dialogs: the key help (`?`), with every key, the ones the footer has
+no room for too; and the question `q` asks while a worker started here is running."""
 
 from __future__ import annotations
 
@@ -66,3 +67,33 @@ class KeysScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="keys-box"):
             yield Static(keys_text(), id="keys-text", markup=False)
+
+
+class QuitScreen(ModalScreen[str]):
+    """Asked on `q` while a worker started here runs: stop it and quit, leave it running, or stay.
+
+    Dismissed with "stop", "leave" or "stay"."""
+
+    BINDINGS = [
+        Binding("y", "choose('stop')", "stop it and quit"),
+        Binding("l", "choose('leave')", "leave it running and quit"),
+        Binding("escape,n", "choose('stay')", "stay"),
+    ]
+
+    def __init__(self, pid: int | None, log_path) -> None:
+        super().__init__()
+        self.pid, self.log_path = pid, log_path
+
+    def compose(self) -> ComposeResult:
+        t = Text()
+        t.append(f"The worker started here (pid {self.pid}) is still running.\n", style="bold")
+        t.append("Quitting stops it, and with it any job it is running.\n\n")
+        t.append("  y", style="bold cyan").append("    stop it and quit\n")
+        t.append("  l", style="bold cyan").append("    leave it running and quit (it keeps taking jobs)\n")
+        t.append("  Esc", style="bold cyan").append("  stay")
+        if self.log_path is not None:
+            t.append(f"\n\nits log: {self.log_path}", style="dim")
+        yield Static(t, id="quit-box", markup=False)
+
+    def action_choose(self, choice: str) -> None:
+        self.dismiss(choice)

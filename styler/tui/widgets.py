@@ -10,7 +10,9 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
-from textual.widgets import DataTable, OptionList, Static
+from rich.segment import Segment
+from textual.strip import Strip
+from textual.widgets import DataTable, OptionList, SelectionList, Static
 from textual.widgets.option_list import Option
 
 from .messages import Navigate
@@ -89,6 +91,20 @@ class RecordTable(DataTable):
         if action == "select_cursor" and not self.enter_hint:
             return False
         return super().check_action(action, parameters)
+
+
+class CheckList(SelectionList):
+    """A SelectionList whose boxes read `[x]` and `[ ]`: the stock `▐X▌` differs only in colour."""
+
+    def render_line(self, y: int) -> Strip:
+        strip = super().render_line(y)
+        segments = list(strip)
+        index = self.scroll_offset.y + y
+        if len(segments) < 4 or not 0 <= index < self.option_count:
+            return strip
+        mark = "[x]" if self.get_option_at_index(index).value in self._selected else "[ ]"
+        # the stock button is three segments (left edge, X, right edge), then a space and the prompt
+        return Strip([Segment(mark, segments[1].style), *segments[3:]], strip.cell_length)
 
 
 class ProvenanceView(Vertical):

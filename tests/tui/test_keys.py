@@ -54,8 +54,8 @@ def test_question_mark_opens_the_key_help_and_escape_closes_it(fixed_home):
             for line in ("b  Backspace", "Esc", "Enter", "cancel the highlighted job",
                          "queue the highlighted output's recipe again"):
                 assert line in help_text
-            await pilot.press("3")  # the dashboard's keys are not live under the help
-            assert isinstance(app.screen, KeysScreen)
+            await pilot.press("1")  # the dashboard's keys are not live under the help
+            assert isinstance(app.screen, KeysScreen) and app.active_tab == "runs"
             await pilot.press("escape")
             await settle(pilot)
             assert not isinstance(app.screen, KeysScreen)

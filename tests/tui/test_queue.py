@@ -155,3 +155,109 @@ def test_w_starts_a_worker_that_stops_with_the_app(fixed_home):
 
 def pane_status(app) -> str:
     return app.pane("queue").query_one("#worker-status").content.plain
+
+
+@pytest.mark.slow
+def test_the_mix_form_reads_without_colour_and_fits_80x24(fixed_home):
+    """Boxes read [x]/[ ]; inputs keep their labels once filled; the jobs show their prompt or
+    subject; with two weights open the Queue button is still on screen and works."""
+    from .helpers import MARKUP_PROMPT, screen_text
+
+    async def go():
+        app = make_app(fixed_home)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("6")
+            await settle(pilot)
+            pane = app.pane("queue")
+            screen = screen_text(app)
+            assert "[ ] anime@1" in screen and "[ ] calligraphy/ink@1" in screen
+            selection = pane.query_one("#mix-adapters")
+            selection.focus()
+            await pilot.press("down", "space", "down", "space")
+            await settle(pilot)
+            assert selection.selected == ["anime@1", "calligraphy/ink@1"]
+            screen = screen_text(app)
+            assert "[x] anime@1" in screen and "[x] calligraphy/ink@1" in screen
+
+            for selector, value in (("#mix-prompt", "a fox"), ("#mix-n", "2"), ("#mix-seed", "11"), ("#mix-steps", "3")):
+                await _type(pilot, selector, value)
+            pane.jobs_table.focus()
+            await settle(pilot)
+            borders = [line for line in screen_text(app).splitlines() if "▔" in line]
+            for label in ("prompt", "n", "seed", "steps"):
+                assert any(f"▔ {label} ▔" in line for line in borders), label
+
+            rows = {r[0]: r for r in cell_texts(pane.jobs_table)}
+            assert MARKUP_PROMPT.startswith(rows[JOB_FAILED[-8:]][4].rstrip("…"))  # the prompt, literally
+            assert "anime@1" in [r[4] for r in rows.values()]  # the eval job's subject
+
+            button = pane.query_one("#queue-generate")
+            assert button.region.bottom <= app.size.height - 1 and button.region.height >= 1  # above the footer
+            assert "Queue mix" in screen_text(app)
+            await pilot.click("#queue-generate")
+            await settle(pilot)
+            queued = [j for j in list_jobs(Registry(fixed_home)) if j.status == "queued"]
+            assert [j.payload["prompt"] for j in queued] == ["a fox"]
+
+    asyncio.run(go())
+
+
+@pytest.mark.slow
+def test_q_asks_before_stopping_the_worker_w_started(fixed_home):
+    import sys
+
+    from styler.tui.keys import QuitScreen
+
+    command = [sys.executable, "-c", "import time; time.sleep(60)"]
+
+    async def go():
+        app = make_app(fixed_home, worker_command=command)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("6")
+            await settle(pilot)
+            await pilot.press("w")
+            await pilot.pause(0.2)
+            bg = app.background
+            await pilot.press("q")
+            await settle(pilot)
+            assert isinstance(app.screen, QuitScreen)
+            assert f"(pid {bg.pid}) is still running" in app.screen.query_one("#quit-box").content.plain
+            await pilot.press("escape")  # stay
+            await settle(pilot)
+            assert not isinstance(app.screen, QuitScreen) and bg.running() and app.is_running
+            await pilot.press("q", "y")  # stop it and quit
+            await settle(pilot)
+        return app, bg
+
+    app, bg = asyncio.run(go())
+    assert app.return_code == 0 and not bg.running() and app.left_running == ""
+
+
+@pytest.mark.slow
+def test_q_can_leave_the_worker_running(fixed_home):
+    import os
+    import signal
+    import sys
+
+    command = [sys.executable, "-c", "import time; time.sleep(60)"]
+
+    async def go():
+        app = make_app(fixed_home, worker_command=command)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("6")
+            await settle(pilot)
+            await pilot.press("w")
+            await pilot.pause(0.2)
+            process = app.background.process
+            await pilot.press("q", "l")
+            await settle(pilot)
+        return app, process
+
+    app, process = asyncio.run(go())
+    try:
+        assert process.poll() is None  # still running after the app exited
+        assert f"worker pid {process.pid} is still running" in app.left_running
+        assert str(fixed_home / "logs") in app.left_running
+    finally:
+        os.kill(process.pid, signal.SIGTERM)
+        process.wait(5)

@@ -13,17 +13,34 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
-from textual.widgets import Button, DataTable, Input, Label, SelectionList, Static
+from textual.widgets import Button, DataTable, Input, Label, Static
 from textual.widgets.selection_list import Selection
 from textual.worker import get_current_worker
 
 from ..provenance import fmt_time, short_id
 from ..queue_ops import FormError, cancel, enqueue, eval_payload, list_jobs, mix_payload, retry
-from ..widgets import clip, current_key, fill_table, move_to_key
+from ..widgets import CheckList, clip, current_key, fill_table, move_to_key
 from .base import RegistryPane
 
 POLL_EVERY_S = 1.0
 JOB_STYLES = {"queued": "yellow", "running": "bold blue", "done": "green", "failed": "red", "cancelled": "dim"}
+
+
+def field(label: str, value: str = "", **kwargs) -> Input:
+    """A form input whose label stays on its top border once a value is typed (a placeholder goes)."""
+    box = Input(value, **kwargs)
+    box.border_title = label
+    return box
+
+
+def job_subject(job: Job) -> str:
+    """The jobs table's short "what": a generation's prompt, an eval's subject."""
+    p = job.payload or {}
+    if job.kind == "generate":
+        return str(p.get("prompt", ""))
+    if job.kind == "eval":
+        return str(p.get("subject", ""))
+    return ", ".join(f"{k}={v}" for k, v in p.items())
 
 
 def job_summary(job: Job) -> str:
@@ -69,32 +86,35 @@ class QueuePane(RegistryPane):
 
     def compose(self) -> ComposeResult:
         with Horizontal():
-            with VerticalScroll(id="queue-form"):
-                yield Label("Generate with a mix of adapters", classes="form-title")
-                yield SelectionList[str](id="mix-adapters")
-                yield Vertical(id="weights")
-                yield Input(placeholder="prompt", id="mix-prompt")
-                with Horizontal(classes="form-row"):
-                    yield Input("1", placeholder="n", id="mix-n", type="integer", tooltip="images")
-                    yield Input(placeholder="seed (random)", id="mix-seed", type="integer")
-                    yield Input("30", placeholder="steps", id="mix-steps", type="integer", tooltip="steps")
-                with Horizontal(classes="form-row"):
-                    yield Input(placeholder="size WxH (base's)", id="mix-size")
-                    yield Input(placeholder="base (default)", id="mix-base")
-                yield Button("Queue generation", id="queue-generate", variant="primary")
-                yield Label("Evaluate", classes="form-title")
-                yield Input(placeholder="subject: ADAPTER, a=0.5+b=0.5 or baseline", id="eval-subject")
-                with Horizontal(classes="form-row"):
-                    yield Input("8", placeholder="n", id="eval-n", type="integer", tooltip="images per subject")
-                    yield Input(placeholder="clip (default)", id="eval-clip")
-                yield Button("Queue eval", id="queue-eval")
+            with Vertical(id="queue-side"):
+                with VerticalScroll(id="queue-form", can_focus=False):  # Tab goes field by field
+                    yield Label("Generate with a mix of adapters", classes="form-title")
+                    yield CheckList(id="mix-adapters")
+                    yield Vertical(id="weights")
+                    yield field("prompt", placeholder="what to draw", id="mix-prompt")
+                    with Horizontal(classes="form-row"):
+                        yield field("n", "1", placeholder="images", id="mix-n", type="integer")
+                        yield field("seed", placeholder="random", id="mix-seed", type="integer")
+                        yield field("steps", "30", id="mix-steps", type="integer")
+                    with Horizontal(classes="form-row"):
+                        yield field("size WxH", placeholder="the base's", id="mix-size")
+                        yield field("base", placeholder="default", id="mix-base")
+                    yield Label("Evaluate", classes="form-title")
+                    yield field("subject", placeholder="ADAPTER, a=0.5+b=0.5 or baseline", id="eval-subject")
+                    with Horizontal(classes="form-row"):
+                        yield field("n", "8", placeholder="per subject", id="eval-n", type="integer")
+                        yield field("clip", placeholder="default", id="eval-clip")
+                # outside the scrolling form, so both stay on screen at 80x24 with weights open
+                with Horizontal(id="queue-buttons"):
+                    yield Button("Queue mix", id="queue-generate", variant="primary", compact=True)
+                    yield Button("Queue eval", id="queue-eval", compact=True)
             with Vertical(id="jobs-box"):
                 yield Static(id="worker-status", markup=False)
                 yield DataTable(id="jobs-table", cursor_type="row", zebra_stripes=True)
                 yield Static(id="job-detail", markup=False)
 
     def on_mount(self) -> None:
-        self.jobs_table.add_columns("job", "kind", "status", "tries", "error")
+        self.jobs_table.add_columns("job", "kind", "status", "tries", "what", "error")
         self.set_interval(POLL_EVERY_S, self._tick)
         self._draw_worker_status()
 
@@ -107,7 +127,7 @@ class QueuePane(RegistryPane):
 
     def focus_filter(self) -> bool:
         """`/` here jumps to the start of the generate form."""
-        self.query_one("#mix-adapters", SelectionList).focus()
+        self.query_one("#mix-adapters", CheckList).focus()
         return True
 
     # -- reading -------------------------------------------------------------------------------
@@ -138,7 +158,7 @@ class QueuePane(RegistryPane):
         if message.labels == self.adapter_labels:
             return
         self.adapter_labels = message.labels
-        sel = self.query_one("#mix-adapters", SelectionList)
+        sel = self.query_one("#mix-adapters", CheckList)
         chosen = set(sel.selected)
         sel.clear_options()
         sel.add_options([Selection(Text(label), label, label in chosen) for label in message.labels])
@@ -152,7 +172,7 @@ class QueuePane(RegistryPane):
         for j in self.jobs:
             status = j.status + (" (cancel asked)" if j.cancel_requested and j.status == "running" else "")
             rows.append((j.id, (short_id(j.id), j.kind, Text(status, style=JOB_STYLES.get(j.status, "")), j.attempts,
-                                clip(j.error, 30) or "-")))
+                                clip(job_subject(j), 24), clip(j.error, 30) or "-")))
         fill_table(self.jobs_table, rows)
         if self._select_job is not None and move_to_key(self.jobs_table, self._select_job):
             self._select_job = None
@@ -189,13 +209,13 @@ class QueuePane(RegistryPane):
         return next((j.status for j in self.jobs if j.id == job_id), None)
 
     # -- the mix form ------------------------------------------------------------------------------
-    @on(SelectionList.SelectedChanged, "#mix-adapters")
-    def _selected(self, event: SelectionList.SelectedChanged) -> None:
+    @on(CheckList.SelectedChanged, "#mix-adapters")
+    def _selected(self, event: CheckList.SelectedChanged) -> None:
         event.stop()
         self._sync_weights()
 
     def _sync_weights(self) -> None:
-        chosen = self.query_one("#mix-adapters", SelectionList).selected
+        chosen = self.query_one("#mix-adapters", CheckList).selected
         box = self.query_one("#weights", Vertical)
         for label in list(self._weights):
             if label not in chosen:
@@ -203,8 +223,7 @@ class QueuePane(RegistryPane):
         for label in chosen:
             if label not in self._weights:
                 row = Horizontal(Label(Text(label), classes="weight-label"),
-                                 Input("1.0", placeholder="weight", classes="weight", type="number"),
-                                 classes="weight-row")
+                                 field("weight", "1.0", classes="weight", type="number"), classes="weight-row")
                 self._weights[label] = row
                 box.mount(row)
 
@@ -217,7 +236,7 @@ class QueuePane(RegistryPane):
     @on(Button.Pressed, "#queue-generate")
     def _queue_generate(self, event: Button.Pressed) -> None:
         event.stop()
-        chosen = self.query_one("#mix-adapters", SelectionList).selected
+        chosen = self.query_one("#mix-adapters", CheckList).selected
         try:
             payload = mix_payload(self._value("#mix-prompt"), [(label, self.weight_input(label).value) for label in chosen],
                                   n=self._value("#mix-n"), seed=self._value("#mix-seed"),
