@@ -31,24 +31,62 @@ def clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def fill_table(table: DataTable, rows: Iterable[tuple[str, tuple]]) -> None:
+def fill_table(table: DataTable, rows: Iterable[tuple[str, tuple]], shrink: Iterable[int] = ()) -> None:
     """Replace a table's rows, keeping the cursor on the same key where it still exists.
 
+    The columns numbered in `shrink` give up width (their cells cut with …) until the row fits
+    the table's width, so the other columns (a seed, a step, a loss) stay whole and on screen.
     Column widths are set here from the new cells, before the rows go in: DataTable otherwise
     measures them on its next idle, and a frame painted in between stays cached with the old
     widths (its line cache is keyed by an update count that measuring does not bump)."""
     rows = [(key, tuple(plain(c) for c in cells)) for key, cells in rows]
-    signature = [(key, tuple(c.plain for c in cells)) for key, cells in rows]
+    shrink = tuple(shrink)
+    table._styler_source = (rows, shrink)  # for a refit when the table is resized
+    fit = table.scrollable_content_region.width if shrink else 0
+    signature = [fit, *((key, tuple(c.plain for c in cells)) for key, cells in rows)]
     if getattr(table, "_styler_rows", None) == signature:
         return  # unchanged: no flicker, no cursor jump
     table._styler_rows = signature
+    widths = fit_widths([max([column.label.cell_len, *(cells[i].cell_len for _, cells in rows if i < len(cells))])
+                         for i, column in enumerate(table.ordered_columns)], fit, shrink, table.cell_padding)
     current = current_key(table)
     table.clear()
-    set_widths(table, [cells for _, cells in rows])
+    for column, width in zip(table.ordered_columns, widths):
+        column.auto_width = False
+        column.width = width
     for key, cells in rows:
-        table.add_row(*cells, key=key)
+        table.add_row(*(cut(c, widths[i]) if i < len(widths) else c for i, c in enumerate(cells)), key=key)
     if current is not None:
         move_to_key(table, current)
+
+
+def refit(table: DataTable) -> None:
+    """Fill a table again from its last rows, for its new width."""
+    source = getattr(table, "_styler_source", None)
+    if source is not None and source[1]:
+        fill_table(table, *source)
+
+
+def fit_widths(natural: list[int], fit: int, shrink: tuple[int, ...], padding: int = 1, least: int = 4) -> list[int]:
+    """Column widths that fit `fit` cells (0: no limit), narrowing the widest of `shrink` first."""
+    widths = list(natural)
+    excess = sum(w + 2 * padding for w in widths) - fit
+    shrink = [i for i in shrink if i < len(widths)]
+    while fit and excess > 0 and shrink:
+        i = max(shrink, key=lambda j: widths[j])
+        if widths[i] <= least:
+            break
+        widths[i] -= 1
+        excess -= 1
+    return widths
+
+
+def cut(cell: Text, width: int) -> Text:
+    if cell.cell_len <= width:
+        return cell
+    cell = cell.copy()
+    cell.truncate(width, overflow="ellipsis")
+    return cell
 
 
 def set_widths(table: DataTable, rows: list[tuple]) -> None:
@@ -86,6 +124,9 @@ class RecordTable(DataTable):
     def __init__(self, *args, enter_hint: bool = True, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.enter_hint = enter_hint
+
+    def on_resize(self) -> None:
+        refit(self)
 
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         if action == "select_cursor" and not self.enter_hint:

@@ -22,7 +22,7 @@ def fixed_id(kind: str, n: int) -> str:
 
 
 DS_ANIME, DS_INK = fixed_id("D", 1), fixed_id("D", 2)
-RUN_ANIME, RUN_INK, RUN_LIVE = fixed_id("R", 1), fixed_id("R", 2), fixed_id("R", 3)
+RUN_ANIME, RUN_INK, RUN_LIVE, RUN_STOPPED = fixed_id("R", 1), fixed_id("R", 2), fixed_id("R", 3), fixed_id("R", 4)
 AD_ANIME, AD_INK = fixed_id("A", 1), fixed_id("A", 2)
 OUT_MIX, OUT_BASE, OUT_VAL = fixed_id("B", 2), fixed_id("B", 1), fixed_id("B", 0)
 VAL_SEED = 3886561766  # a seed as wide as a real one
@@ -44,7 +44,7 @@ def metrics_row(step: int, loss: float, **extra) -> str:
 
 
 def build_fixed_home(home: Path) -> Registry:
-    """Two datasets, two adapters with their runs, a live run, three outputs (one with a
+    """Two datasets, two adapters with their runs, a live run, an interrupted one, three outputs (one with a
     markup-laden prompt, one a validation image of a run), scores from the tiny CLIP and two finished jobs — all with fixed ids."""
     reg = Registry(home)
     blobs = BlobStore(home)
@@ -59,6 +59,8 @@ def build_fixed_home(home: Path) -> Registry:
                    loss=0.5, error="loss became NaN at step 4", config={"rank": 8}))
     reg.insert(Run(id=RUN_LIVE, created_at=AT, started_at=AT, dataset_id=DS_INK, status="running", step=2,
                    total_steps=10, loss=0.9, config={"rank": 8}))
+    reg.insert(Run(id=RUN_STOPPED, created_at=AT, started_at=AT, dataset_id=DS_ANIME, status="interrupted", step=4,
+                   total_steps=10, loss=0.6, config={"rank": 4}))
     reg.insert(Adapter(id=AD_ANIME, created_at=AT, name="anime", version=1, blob="ee" * 32, run_id=RUN_ANIME,
                        dataset_id=DS_ANIME, rank=4, alpha=4.0, targets=["to_q", "to_v"], trigger="anm",
                        base={"name": "tiny", "kind": "tiny"}))

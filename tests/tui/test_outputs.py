@@ -131,9 +131,28 @@ def test_validation_images_name_their_run_and_step(fixed_home):
             await settle(pilot)
             pane = app.pane("outputs")
             rows = {r[0]: r for r in cell_texts(pane.table)}
-            assert f"run {RUN_ANIME[-8:]} at step 5" in rows[OUT_VAL[-8:]]
+            assert rows[OUT_VAL[-8:]][3].startswith(f"run {RUN_ANIME[-8:]} at")  # cut to fit 120 columns
             pane.filter_input.value = RUN_ANIME  # the run id finds its samples
             await settle(pilot)
             assert [r[0] for r in cell_texts(pane.table)] == [OUT_VAL[-8:]]
+
+    asyncio.run(go())
+
+
+@pytest.mark.slow
+def test_80x24_keeps_the_adapters_and_the_whole_seed(fixed_home):
+    from .helpers import VAL_SEED
+
+    async def go():
+        app = make_app(fixed_home)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("4")
+            await settle(pilot)
+            lines = (await stable_screen(pilot)).splitlines()
+            val = next(line for line in lines if OUT_VAL[-8:] in line)
+            mix = next(line for line in lines if OUT_MIX[-8:] in line)
+            assert f" {VAL_SEED} " in val + " "  # whole, on screen
+            assert "run 0" in val  # the validation image's source, cut but there
+            assert "anime@" in mix and " 7 " in mix + " "
 
     asyncio.run(go())

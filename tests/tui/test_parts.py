@@ -106,3 +106,14 @@ def test_labels():
     assert fmt_time("2024-05-01T12:34:56.789+00:00") == "2024-05-01 12:34"
     assert fmt_time("2024-05-01T12:34:56.789+00:00", short=True) == "05-01 12:34"
     assert matches("INK", "calligraphy/ink@1") and matches("", None) and not matches("x", "abc", None)
+
+
+def test_fit_widths_narrows_only_the_shrinkable_columns():
+    from styler.tui.widgets import fit_widths
+
+    # id 8, prompt 30, seed 10, with one cell of padding each side: 54 cells, to fit in 40
+    assert fit_widths([8, 30, 10], 40, (1,)) == [8, 16, 10]
+    assert fit_widths([8, 30, 10], 0, (1,)) == [8, 30, 10]  # no width known yet: untouched
+    assert fit_widths([8, 30, 10], 100, (1,)) == [8, 30, 10]  # it fits already
+    assert fit_widths([8, 30, 20], 40, (1, 2)) == [8, 13, 13]  # the widest gives first, then both
+    assert fit_widths([8, 30, 10], 10, (1,)) == [8, 4, 10]  # never below 4, never the seed

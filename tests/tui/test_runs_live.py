@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from styler.tui.widgets import move_to_key
+from styler.tui.widgets import current_key, move_to_key
 
 from .helpers import RUN_LIVE, make_app, metrics_row, settle
 
@@ -77,3 +77,34 @@ def test_runs_tab_stores_interrupted_for_a_run_whose_process_is_gone(styler_home
     asyncio.run(go())
     docs = json.loads((styler_home / "registry" / "runs.json").read_text("utf-8"))["runs"].values()
     assert [(d["id"], d["status"]) for d in docs] == [(run.id, "interrupted")]  # stored, not only shown
+
+
+@pytest.mark.slow
+def test_runs_table_names_the_adapter_keeps_step_and_loss_and_says_how_to_resume(fixed_home):
+    from .helpers import RUN_ANIME, RUN_STOPPED, cell_texts, stable_screen
+
+    async def go():
+        app = make_app(fixed_home)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("3")
+            await settle(pilot)
+            pane = app.pane("runs")
+            assert [c.label.plain for c in pane.table.ordered_columns][:5] == ["run", "status", "step", "loss", "adapter"]
+            lines = (await stable_screen(pilot)).splitlines()
+            rows = {line.lstrip("█▊ ")[:8]: line for line in lines}
+            anime = rows[RUN_ANIME[-8:]]
+            assert "5/5" in anime and "0.25" in anime and "ani" in anime  # step, loss, the adapter's name
+            stopped = rows[RUN_STOPPED[-8:]]
+            assert "4/10" in stopped and "0.6" in stopped
+            assert current_key(pane.table) == RUN_STOPPED  # newest first
+            live = pane.query_one("#live").content.plain
+            assert f"resume   styler train --resume {RUN_STOPPED}" in live
+            assert f"resume: styler train --resume {RUN_STOPPED}" in pane.query_one("ProvenanceView").text
+            move_to_key(pane.table, RUN_ANIME)
+            await settle(pilot)
+            assert "resume" not in pane.query_one("#live").content.plain  # a completed run has nothing to resume
+            await pilot.resize_terminal(120, 40)
+            await settle(pilot)
+            assert {r[0]: r for r in cell_texts(pane.table)}[RUN_ANIME[-8:]][4] == "anime@1"  # whole when it fits
+
+    asyncio.run(go())

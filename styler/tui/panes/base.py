@@ -96,6 +96,7 @@ class TablePane(RegistryPane):
 
     COLUMNS: tuple[str, ...] = ()
     ENTER_LINKS = True  # Enter on a row goes into its provenance links
+    SHRINK: tuple[str, ...] = ()  # columns cut (with …) to fit the table's width; the others stay whole
     FILTER_HINT = "filter (/)"
 
     class Loaded(Message):
@@ -187,7 +188,8 @@ class TablePane(RegistryPane):
         return [r for r in self.records if matches(needle, *self.filter_fields(r))]
 
     def populate(self) -> None:
-        fill_table(self.table, [(r.id, self.row(r)) for r in self.visible()])
+        fill_table(self.table, [(r.id, self.row(r)) for r in self.visible()],
+                   shrink=[self.COLUMNS.index(c) for c in self.SHRINK])
         self._follow_cursor()
 
     @on(Input.Changed, ".filter")

@@ -27,6 +27,7 @@ class OutputsPane(TablePane):
     COLUMNS = ("id", "kind", "prompt", "adapters", "seed")
     FILTER_HINT = "filter by prompt, adapter, kind or id  (/)"
     ENTER_LINKS = False  # the recipe has no links
+    SHRINK = ("kind", "prompt", "adapters")  # never the seed
 
     class Queued(Message):
         def __init__(self, job_id: str, output_id: str) -> None:
@@ -46,7 +47,7 @@ class OutputsPane(TablePane):
         return reg.all(Output)[::-1]  # newest first
 
     def row(self, o: Output) -> tuple:
-        return (short_id(o.id), o.kind, clip(o.prompt, 26), clip(output_source(o), 22),
+        return (short_id(o.id), o.kind, clip(o.prompt, 26), clip(output_source(o), 32),
                 o.seed if o.seed is not None else "-")
 
     def filter_fields(self, o: Output) -> tuple:

@@ -19,7 +19,7 @@ from textual.worker import get_current_worker
 
 from ..provenance import fmt_time, short_id
 from ..queue_ops import FormError, cancel, enqueue, eval_payload, list_jobs, mix_payload, retry
-from ..widgets import CheckList, clip, current_key, fill_table, move_to_key
+from ..widgets import CheckList, RecordTable, clip, current_key, fill_table, move_to_key
 from .base import RegistryPane
 
 POLL_EVERY_S = 1.0
@@ -110,7 +110,7 @@ class QueuePane(RegistryPane):
                     yield Button("Queue eval", id="queue-eval", compact=True)
             with Vertical(id="jobs-box"):
                 yield Static(id="worker-status", markup=False)
-                yield DataTable(id="jobs-table", cursor_type="row", zebra_stripes=True)
+                yield RecordTable(id="jobs-table", cursor_type="row", zebra_stripes=True, enter_hint=False)
                 yield Static(id="job-detail", markup=False)
 
     def on_mount(self) -> None:
@@ -173,7 +173,7 @@ class QueuePane(RegistryPane):
             status = j.status + (" (cancel asked)" if j.cancel_requested and j.status == "running" else "")
             rows.append((j.id, (short_id(j.id), j.kind, Text(status, style=JOB_STYLES.get(j.status, "")), j.attempts,
                                 clip(job_subject(j), 24), clip(j.error, 30) or "-")))
-        fill_table(self.jobs_table, rows)
+        fill_table(self.jobs_table, rows, shrink=(4, 5))  # what, error
         if self._select_job is not None and move_to_key(self.jobs_table, self._select_job):
             self._select_job = None
         self._draw_job()

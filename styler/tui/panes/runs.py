@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from rich.text import Text
-from registry import Registry, Run
+from registry import Adapter, Registry, Run
 from registry.maintenance import record_gone_runs
 from textual import on, work
 from textual.app import ComposeResult
@@ -18,12 +18,22 @@ from .base import TablePane
 
 TAIL_EVERY_S = 0.5
 RUNS_EVERY_S = 2.0
+RESUMABLE = ("interrupted", "failed")  # what `styler train --resume` continues
+
+
+def resume_command(run: Run) -> str:
+    """The command that continues a stopped run from its last checkpoint."""
+    return f"styler train --resume {run.id}"
+
+
 STATUS_STYLES = {"running": "bold blue", "completed": "green", "failed": "red", "interrupted": "yellow"}
 
 
 class RunsPane(TablePane):
-    COLUMNS = ("run", "status", "method", "dataset", "step", "loss")
-    FILTER_HINT = "filter by run id, status, method or dataset  (/)"
+    # step and loss before the names, and the names cut first, so both stay on screen at 80 columns
+    COLUMNS = ("run", "status", "step", "loss", "adapter", "dataset", "method")
+    SHRINK = ("adapter", "dataset", "method")
+    FILTER_HINT = "filter by run id, status, adapter, method or dataset  (/)"
 
     class Tailed(Message):
         """New rows were read from the followed run's metrics.jsonl."""
@@ -36,6 +46,7 @@ class RunsPane(TablePane):
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.dataset_labels: dict[str, str] = {}
+        self.adapter_labels: dict[str, str] = {}
         self.run: Run | None = None
         self.tail: MetricsTail | None = None
         self.stats = RunStats()
@@ -56,17 +67,20 @@ class RunsPane(TablePane):
     # -- table -----------------------------------------------------------------------------------
     def read(self, reg: Registry):
         record_gone_runs(reg)  # a run whose process is gone is stored as interrupted, as it is shown
-        return reg.all(Run)[::-1], self.dataset_labels_or_report(reg)
+        adapters = {a.id: a.label for a in reg.all(Adapter)}
+        return reg.all(Run)[::-1], self.dataset_labels_or_report(reg), adapters
 
     def loaded(self, data) -> None:
-        self.records, self.dataset_labels = data
+        self.records, self.dataset_labels, self.adapter_labels = data
 
     def row(self, r: Run) -> tuple:
-        return (short_id(r.id), Text(r.status, style=STATUS_STYLES.get(r.status, "")), r.method,
-                self.dataset_labels.get(r.dataset_id or "", "-"), f"{r.step}/{r.total_steps}", fmt_num(r.loss))
+        return (short_id(r.id), Text(r.status, style=STATUS_STYLES.get(r.status, "")), f"{r.step}/{r.total_steps}",
+                fmt_num(r.loss), self.adapter_labels.get(r.adapter_id or "", "-"),
+                self.dataset_labels.get(r.dataset_id or "", "-"), r.method)
 
     def filter_fields(self, r: Run) -> tuple:
-        return (r.id, r.status, r.method, self.dataset_labels.get(r.dataset_id or "", ""))
+        return (r.id, r.status, r.method, self.dataset_labels.get(r.dataset_id or "", ""),
+                self.adapter_labels.get(r.adapter_id or "", ""))
 
     def _refresh_runs(self) -> None:
         if self.is_on_screen:
@@ -80,6 +94,8 @@ class RunsPane(TablePane):
         facts += tuple((k, str(cfg[k])) for k in ("rank", "alpha", "lr", "batch", "resolution", "targets") if k in cfg)
         if run.error:
             facts += (("error", run.error),)
+        if run.status in RESUMABLE:
+            facts += (("resume", resume_command(run)),)
         prov = Provenance(f"run {run.id}", facts, (Section("made from / made", run_links(reg, run)),))
         return run, prov
 
@@ -148,6 +164,8 @@ class RunsPane(TablePane):
             t.append("\nmemory   ", style="dim").append(s.memory)
         if not s.rows_seen:
             t.append("\nno metrics yet", style="dim")
+        if run.status in RESUMABLE:
+            t.append("\nresume   ", style="dim").append(resume_command(run), style="bold")
         if s.bad_lines:
             t.append(f"\n{s.bad_lines} unreadable line(s) in metrics.jsonl skipped", style="yellow")
         t.append("\nloss history", style="dim")
