@@ -1,4 +1,5 @@
-"""Plain-text snapshots of each tab at 120×40 over a home with fixed ids and timestamps.
+"""Plain-text snapshots of each tab, the key help and the quit question, at 120×40 and at 80×24,
+over a home with fixed ids and timestamps (files `<screen>-<size>.txt`).
 
 A difference fails with both screens side by side in the message; after an intended change,
 regenerate with `STYLER_UPDATE_SNAPSHOTS=1 pytest tests/tui/test_snapshots.py` and review the diff.
@@ -29,20 +30,41 @@ def unicode_previews(monkeypatch):
     monkeypatch.setattr(outputs, "PreviewImage", UnicodeImage)
 
 
-async def _screens(home) -> dict[str, str]:
+SIZES = ((120, 40), (80, 24))
+
+
+class _RunningWorker:
+    """Stands in for the process `w` starts, with a fixed pid, so the quit question shows."""
+
+    pid = 4242
+
+    def poll(self):
+        return None
+
+
+async def _screens(home, size: tuple[int, int]) -> dict[str, str]:
+    from styler.tui.widgets import move_to_key
+
     app = make_app(home)
     shots = {}
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with app.run_test(size=size) as pilot:
         await settle(pilot)
         for name, key in SCREENS.items():
             await pilot.press(key)
             await settle(pilot)
             if name == "runs":
-                from styler.tui.widgets import move_to_key
-
                 move_to_key(app.pane("runs").table, RUN_ANIME)  # a finished run: nothing moves
                 await settle(pilot)
             shots[name] = await stable_screen(pilot) + "\n"
+        await pilot.press("question_mark")
+        shots["keys"] = await stable_screen(pilot) + "\n"
+        await pilot.press("escape")
+        app.background.process, app.background.log_path = _RunningWorker(), Path("logs/worker.log")
+        app.pane("queue")._draw_worker_status()  # now, not at the next once-a-second tick
+        await pilot.press("q")
+        shots["quit"] = await stable_screen(pilot) + "\n"
+        await pilot.press("escape")
+        app.background.process = None  # nothing to stop on exit
     return shots
 
 
@@ -53,7 +75,7 @@ def _diff(name: str, expected: str, now: str) -> str:
 
 @pytest.mark.slow
 def test_snapshots(fixed_home, unicode_previews):
-    shots = asyncio.run(_screens(fixed_home))
+    shots = {f"{name}-{w}x{h}": text for w, h in SIZES for name, text in asyncio.run(_screens(fixed_home, (w, h))).items()}
     update = os.environ.get("STYLER_UPDATE_SNAPSHOTS") == "1"
     failures = []
     for name, text in shots.items():
