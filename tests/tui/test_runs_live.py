@@ -108,3 +108,24 @@ def test_runs_table_names_the_adapter_keeps_step_and_loss_and_says_how_to_resume
             assert {r[0]: r for r in cell_texts(pane.table)}[RUN_ANIME[-8:]][4] == "anime@1"  # whole when it fits
 
     asyncio.run(go())
+
+
+def test_a_runs_latest_validation_samples_show_in_its_detail(fixed_home):
+    from .helpers import RUN_ANIME, RUN_STOPPED
+
+    async def go():
+        app = make_app(fixed_home)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.press("3")
+            await settle(pilot)
+            pane = app.pane("runs")
+            move_to_key(pane.table, RUN_ANIME)  # its validation image was rendered at step 5
+            await settle(pilot)
+            samples = pane.query_one("#samples")
+            assert samples.display and samples.image is not None and samples.image.size == (16, 16)
+            assert pane.query_one("#samples-title").content.plain == "validation samples at step 5"
+            move_to_key(pane.table, RUN_STOPPED)  # none
+            await settle(pilot)
+            assert not pane.query_one("#samples").display and pane.query_one("#samples-title").content.plain == ""
+
+    asyncio.run(go())

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from rich.text import Text
-from registry import Adapter, Registry, Run
+from registry import Adapter, BlobStore, Output, Registry, Run
 from registry.maintenance import record_gone_runs
 from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import DataTable, Sparkline, Static
+from textual_image.widget import Image as PreviewImage
 
 from ..metrics import MetricsTail, RunStats
 from ..provenance import Provenance, Section, fmt_num, fmt_time, run_links, short_id
@@ -19,6 +20,34 @@ from .base import TablePane
 TAIL_EVERY_S = 0.5
 RUNS_EVERY_S = 2.0
 RESUMABLE = ("interrupted", "failed")  # what `styler train --resume` continues
+SAMPLES_SHOWN = 4  # validation images of the latest step, side by side
+
+
+def latest_samples(reg: Registry, run: Run):
+    """(step, PIL strip) of the run's newest validation images, or (None, None) when it has none.
+    Unreadable images are left out (the Outputs tab says what is wrong with them)."""
+    from PIL import Image
+
+    outs = [o for o in reg.find(Output, run_id=run.id) if o.kind == "validation" and o.blob]
+    if not outs:
+        return None, None
+    step = max((o.params or {}).get("train_step", 0) for o in outs)
+    images = []
+    for o in [o for o in outs if (o.params or {}).get("train_step", 0) == step][:SAMPLES_SHOWN]:
+        try:
+            with Image.open(BlobStore(reg.home).path(o.blob)) as im:
+                images.append(im.convert("RGB"))
+        except Exception:  # noqa: BLE001 - a preview: a missing or broken blob is skipped
+            continue
+    if not images:
+        return step, None
+    h = max(im.height for im in images)
+    strip = Image.new("RGB", (sum(im.width for im in images) + 2 * (len(images) - 1), h), (0, 0, 0))
+    x = 0
+    for im in images:
+        strip.paste(im, (x, 0))
+        x += im.width + 2
+    return step, strip
 
 
 def resume_command(run: Run) -> str:
@@ -58,6 +87,8 @@ class RunsPane(TablePane):
             with Vertical(classes="detail"):
                 yield Static(id="live", markup=False)
                 yield Sparkline([], id="loss-spark")
+                yield Static(id="samples-title", markup=False)
+                yield PreviewImage(id="samples")
                 yield ProvenanceView()
 
     def on_mount(self) -> None:  # TablePane.on_mount runs too (Textual calls each class's handler)
@@ -97,17 +128,25 @@ class RunsPane(TablePane):
         if run.status in RESUMABLE:
             facts += (("resume", resume_command(run)),)
         prov = Provenance(f"run {run.id}", facts, (Section("made from / made", run_links(reg, run)),))
-        return run, prov
+        return run, prov, latest_samples(reg, run)
 
     def show_detail(self, key: str | None, detail) -> None:
         view = self.query_one(ProvenanceView)
         if detail is None:
             self.run, self.tail, self.stats = None, None, RunStats()
             view.show(None, "no runs yet: `styler train DATASET`")
+            self.query_one("#samples", PreviewImage).image = None
+            self.query_one("#samples", PreviewImage).display = False
+            self.query_one("#samples-title", Static).update(Text(""))
             self._draw()
             return
-        run, prov = detail
+        run, prov, (sample_step, strip) = detail
         view.show(prov)
+        samples = self.query_one("#samples", PreviewImage)
+        samples.image = strip
+        samples.display = strip is not None
+        self.query_one("#samples-title", Static).update(
+            Text(f"validation samples at step {sample_step}", style="dim") if sample_step is not None else Text(""))
         if self.run is None or self.run.id != run.id:
             self.tail = MetricsTail(self.app.home / "runs" / run.id / "metrics.jsonl")
             self.stats = RunStats()
