@@ -1,9 +1,9 @@
 """Effects, not only execution, on the pretrained tiny base: a LoRA trained with the demo's
 settings lowers the diffusion loss on its style (which the base never saw) and one that learned
-nothing does not; the base follows the colour in its prompt far more often than chance. These
-fail if training, its loss or the base's conditioning broke. Whether the rendered images read as
-the style (probe, style_sim, the mix sweep) is measured by benchmarks/tiny_world.py: today's tiny
-weights do not reach issue 11's targets there yet, so no test pins those numbers."""
+nothing does not; its pictures read as its style to the probe and move style_sim up, against the
+baseline on the same prompts and seeds; the base follows the colour in its prompt far more often
+than chance. These fail if training, its loss, mixing, scoring or the base's conditioning broke.
+benchmarks/tiny_world.py measures the same effects at full size against issue 11's targets."""
 
 from __future__ import annotations
 
@@ -112,6 +112,29 @@ def test_a_lora_that_learned_nothing_renders_as_the_baseline(world_home):
     assert abs(s[mine]["style_sim"] - s[base]["style_sim"]) < 0.005, s
 
 
+def test_a_lora_moves_its_pictures_to_its_style(world_home):
+    from registry import Output, Registry
+    from styler.eval.features import ClipFeatures, resolve_clip
+    from styler.eval.probe import fit_probe, predict
+    from styler.eval.run import dataset_images, output_images
+
+    reg = Registry()
+    feats = ClipFeatures.open(resolve_clip("tiny"))
+    probe = fit_probe({d: feats.image_embeddings(dataset_images(d, reg)[1]) for d in ("w/plain", "w/pixel", "w/watercolor")})
+    for style in ("pixel", "watercolor"):
+        r, mine, base = _scores(f"w/{style}")
+        share = {}
+        for subject in (mine, base):
+            images = output_images([reg.get(Output, i) for i in r["outputs"][subject]], reg)
+            top = predict(probe, feats.image_embeddings(images)).argmax(1).tolist()
+            share[subject] = sum(probe.classes[k] == f"w/{style}" for k in top) / len(top)
+        s = r["scores"]
+        # measured (2026-12-01, tiny v3): pixel share 0.25 vs 0.08, style_sim +0.027; watercolor 0.58 vs 0.50
+        # (the soft base already looks a little like watercolor), style_sim +0.135
+        assert share[mine] >= share[base] + (0.1 if style == "pixel" else 0.0), (style, share)
+        assert s[mine]["style_sim"] - s[base]["style_sim"] >= (0.015 if style == "pixel" else 0.05), (style, s)
+
+
 def test_the_base_follows_the_colour_in_its_prompt(world_home):
     import torch
     import torch.nn.functional as F
@@ -141,4 +164,5 @@ def test_the_base_follows_the_colour_in_its_prompt(world_home):
         colours = F.normalize(text_embeds(feats.model, t.input_ids, t.attention_mask), dim=-1)
     picked = (emb @ colours.T).argmax(1).tolist()
     hits = sum(world.COLOUR_NAMES[k] == s.colour for k, s in zip(picked, scenes))
-    assert hits >= 3, [(world.COLOUR_NAMES[k], s.colour) for k, s in zip(picked, scenes)]  # chance: 1 in 8
+    # measured 8 of 8 with tiny v3 (chance: 1 in 8; benchmarks/tiny_world.py: 91 % of 64)
+    assert hits >= 6, [(world.COLOUR_NAMES[k], s.colour) for k, s in zip(picked, scenes)]

@@ -26,7 +26,7 @@ from pathlib import Path
 from ..errors import InputError, ModelNotFound, UsageError
 
 ENV_CLIP = "STYLER_CLIP"
-TINY_CLIP_VERSION = "2"  # 1: random weights; 2: pretrained on the built-in world (shipped weights)
+TINY_CLIP_VERSION = "3"  # 1: random weights; 2: first world pretraining; 3: trained with auxiliary attribute heads (shipped)
 TINY_MARKER = "styler_clip_tiny.json"
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

@@ -22,7 +22,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-TINY_VERSION = "2"  # 1: random weights (styler <= 0.1 sessions 1-15); 2: pretrained on the built-in world
+TINY_VERSION = "3"  # 1: random weights (styler <= 0.1 sessions 1-15); 2: first world pretraining; 3: aux-head CLIP, longer VAE and UNet
 MARKER = "styler_tiny.json"
 WEIGHTS = Path(__file__).with_name("tiny_world")  # the shipped weights and their manifest
 _SEED_LOCK = threading.Lock()  # seeding uses torch's global RNG: one builder thread at a time
