@@ -180,7 +180,8 @@ def _probe_shares(reg: Registry, datasets: list[str], name: str, outputs: dict, 
     from .eval.run import dataset_images, output_images
 
     feats = ClipFeatures.open(resolve_clip("tiny"), placement=placement)
-    probe = fit_probe({d: feats.image_embeddings(dataset_images(d, reg)[1]) for d in datasets})
+    # classes named by version label, the name `own` is compared with (a bare name never matched)
+    probe = fit_probe({reg.resolve(Dataset, d).label: feats.image_embeddings(dataset_images(d, reg)[1]) for d in datasets})
     own = reg.resolve(Dataset, name).label
     shares = {}
     for subject, ids in outputs.items():

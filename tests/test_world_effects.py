@@ -128,6 +128,12 @@ def test_a_lora_moves_its_pictures_to_its_style(world_home):
             images = output_images([reg.get(Output, i) for i in r["outputs"][subject]], reg)
             top = predict(probe, feats.image_embeddings(images)).argmax(1).tolist()
             share[subject] = sum(probe.classes[k] == f"w/{style}" for k in top) / len(top)
+        # the demo's own table computes the same share (it once compared unversioned class names
+        # with versioned labels and printed 0 % for every adapter)
+        from styler.demo import _probe_shares
+
+        demo_share = _probe_shares(reg, ["w/plain", "w/pixel", "w/watercolor"], f"w/{style}", r["outputs"], None)
+        assert demo_share[f"w/{style}"] == pytest.approx(share), (demo_share, share)
         s = r["scores"]
         # measured (2026-12-01, tiny v3): pixel share 0.25 vs 0.08, style_sim +0.027; watercolor 0.58 vs 0.50
         # (the soft base already looks a little like watercolor), style_sim +0.135
