@@ -91,7 +91,7 @@ def _denoising_loss(session, reg, dataset, choices):
     return float(torch.stack(losses).mean())
 
 
-def test_training_lowers_the_loss_on_the_style_and_a_lora_that_learned_nothing_does_not(world_home):
+def _training_lowers_the_loss_on_the_style_and_a_lora_that_learned_nothing_does_not(world_home):
     from registry import Adapter, Registry
     from styler.generate.engine import AdapterChoice, Session
 
@@ -106,13 +106,13 @@ def test_training_lowers_the_loss_on_the_style_and_a_lora_that_learned_nothing_d
     assert abs(control - before) < 0.01 * before, (before, control)
 
 
-def test_a_lora_that_learned_nothing_renders_as_the_baseline(world_home):
+def _a_lora_that_learned_nothing_renders_as_the_baseline(world_home):
     r, mine, base = _scores("w/control")
     s = r["scores"]
     assert abs(s[mine]["style_sim"] - s[base]["style_sim"]) < 0.005, s
 
 
-def test_a_lora_moves_its_pictures_to_its_style(world_home):
+def _a_lora_moves_its_pictures_to_its_style(world_home):
     from registry import Output, Registry
     from styler.eval.features import ClipFeatures, resolve_clip
     from styler.eval.probe import fit_probe, predict
@@ -141,7 +141,7 @@ def test_a_lora_moves_its_pictures_to_its_style(world_home):
         assert s[mine]["style_sim"] - s[base]["style_sim"] >= (0.015 if style == "pixel" else 0.05), (style, s)
 
 
-def test_the_base_follows_the_colour_in_its_prompt(world_home):
+def _the_base_follows_the_colour_in_its_prompt(world_home):
     import torch
     import torch.nn.functional as F
     from transformers import CLIPTokenizer
@@ -172,3 +172,12 @@ def test_the_base_follows_the_colour_in_its_prompt(world_home):
     hits = sum(world.COLOUR_NAMES[k] == s.colour for k, s in zip(picked, scenes))
     # measured 8 of 8 with tiny v3 (chance: 1 in 8; benchmarks/tiny_world.py: 91 % of 64)
     assert hits >= 6, [(world.COLOUR_NAMES[k], s.colour) for k, s in zip(picked, scenes)]
+
+
+def test_the_world_shows_learning_and_measuring(world_home):
+    # one test, so that under pytest-xdist one worker builds the trained world (two demo-settings
+    # LoRAs and a control, ~100 s) instead of each worker building its own copy at the same time
+    _training_lowers_the_loss_on_the_style_and_a_lora_that_learned_nothing_does_not(world_home)
+    _a_lora_that_learned_nothing_renders_as_the_baseline(world_home)
+    _a_lora_moves_its_pictures_to_its_style(world_home)
+    _the_base_follows_the_colour_in_its_prompt(world_home)
