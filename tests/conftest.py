@@ -8,6 +8,19 @@ from pathlib import Path
 
 import pytest
 
+# The longest tests, started first: with `--dist worksteal` (pyproject addopts) the other worker
+# takes the rest and steals from this one's queue, so both finish together. Collected late, the
+# world effects test alone (~2-3 minutes) once kept one worker busy after the other was done.
+HEAVY_FIRST = ("tests/test_world_effects.py", "tests/test_demo.py", "tests/train/test_distributed.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    def rank(item) -> int:
+        path = item.nodeid.split("::")[0]
+        return HEAVY_FIRST.index(path) if path in HEAVY_FIRST else len(HEAVY_FIRST)
+
+    items.sort(key=rank)  # stable: every other test keeps its order
+
 
 @pytest.fixture(autouse=True)
 def styler_home(tmp_path, monkeypatch) -> Path:

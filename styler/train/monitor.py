@@ -334,6 +334,27 @@ def plain_line(state: TrainState) -> str:
     return " ".join(parts)
 
 
+ECHO_MARGIN = 2  # columns the live frame leaves free at the right edge, for the terminal's `^C` echo
+
+
+class _EchoMargin:
+    """The live frame, two columns narrower than the terminal. Ctrl-C makes the terminal echo `^C`
+    at the cursor, which Live leaves at the end of the frame's last line: on a full-width line that
+    echo wraps to a new line, Live's cursor-up count is then one line short, and the final frame was
+    drawn one line lower, under the previous frame's top border (a doubled border)."""
+
+    def __init__(self, inner: RenderableType) -> None:
+        self.inner = inner
+
+    def __rich_console__(self, console: Console, options):
+        yield from console.render(self.inner, options.update(width=max(options.max_width - ECHO_MARGIN, 20)))
+
+
+def live_frame(state: "TrainState") -> RenderableType:
+    """What the Live panel draws: `render(state)` inside the echo margin."""
+    return _EchoMargin(render(state))
+
+
 class LiveMonitor:
     """Shows a TrainState: a Rich Live panel on a terminal, else a plain line every `every` steps.
 
@@ -379,10 +400,10 @@ class LiveMonitor:
         if terminal or due:
             self._refresh_memory(state, force=final)
         if terminal:
-            frame = render(state)
+            frame = live_frame(state)
             if self._live is None:
                 self._live = Live(frame, console=self.console, refresh_per_second=4, transient=False)
-                self._live.start()
+                self._live.start(refresh=True)  # the panel shows at once, not at the first tick
             else:
                 self._live.update(frame, refresh=final)
             return

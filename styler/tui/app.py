@@ -87,6 +87,17 @@ class StylerApp(App):
         # The tab bar takes no focus: focused, it took the arrow keys (they switched tabs instead of
         # moving the table); the number keys and the mouse switch tabs.
         self.query_one(TabbedContent).query_one(Tabs).can_focus = False
+        self.fit_footer()
+
+    COMPACT_BELOW = 100  # columns: narrower, the footer drops its padding so every key (q quit last) fits
+
+    def on_resize(self) -> None:
+        self.fit_footer()
+
+    def fit_footer(self) -> None:
+        footer = self.query(Footer).first(None)
+        if footer is not None:
+            footer.compact = self.size.width < self.COMPACT_BELOW
 
     # -- tabs ---------------------------------------------------------------------------------------
     @property

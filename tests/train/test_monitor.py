@@ -417,3 +417,88 @@ def test_sample_memory_cuda_never_raises(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # torch missing altogether
     missing = sample_memory("cuda:0")
     assert missing.kind == "cuda" and missing.allocated is None and missing.total is None
+
+
+class _Terminal:
+    """Just enough of a VT100 to replay what Rich's Live writes: printable cells with autowrap
+    (xterm's pending wrap at the last column), CR, LF (as CR LF), cursor up (ESC[nA), erase line (ESC[2K);
+    other escape sequences (colours, cursor visibility) are skipped."""
+
+    def __init__(self, width: int, height: int = 60):
+        import re
+
+        self.width, self.rows = width, [[" "] * width for _ in range(height)]
+        self.row = self.col = 0
+        self.pending = False
+        self._csi = re.compile(r"\x1b\[([0-9;?]*)([A-Za-z])")
+
+    def feed(self, data: str) -> None:
+        i = 0
+        while i < len(data):
+            m = self._csi.match(data, i)
+            if m:
+                arg, cmd = m.groups()
+                if cmd == "A":
+                    self.row, self.pending = max(self.row - int(arg or 1), 0), False
+                elif cmd == "K" and arg == "2":
+                    self.rows[self.row] = [" "] * self.width
+                i = m.end()
+                continue
+            ch = data[i]
+            i += 1
+            if ch == "\r":
+                self.col, self.pending = 0, False
+            elif ch == "\n":  # the tty's output processing (onlcr) makes it CR LF
+                self.row, self.col, self.pending = self.row + 1, 0, False
+            elif ch >= " ":
+                if self.pending:
+                    self.row, self.col, self.pending = self.row + 1, 0, False
+                self.rows[self.row][self.col] = ch
+                if self.col == self.width - 1:
+                    self.pending = True
+                else:
+                    self.col += 1
+
+    def lines(self) -> list[str]:
+        return ["".join(r).rstrip() for r in self.rows]
+
+
+def test_ctrl_c_echo_leaves_one_top_border_and_the_last_frame_says_interrupted():
+    """The terminal echoes `^C` where Live left the cursor (the end of the last line). The frame
+    leaves two columns free, so the echo never wraps and the final frame overwrites the last one."""
+    width = 72
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=width, height=50, color_system=None)
+    state = TrainState(run_id="r", name="pixel", method="lora", total_steps=20, started=0.0)
+    with pytest.raises(KeyboardInterrupt):
+        with LiveMonitor(console=console, sampler=FakeSampler()) as mon:
+            for i in range(1, 6):
+                state.record_step(step=i, loss=1.0 / i, lr=1e-4, now=float(i))
+                mon.update(state)
+            out.write("^C")  # what the tty echoes as SIGINT arrives
+            raise KeyboardInterrupt
+    term = _Terminal(width)
+    term.feed(out.getvalue())
+    screen = [line for line in term.lines() if line]
+    assert sum(line.startswith("╭") for line in screen) == 1, "\n".join(screen)
+    assert max(len(line) for line in screen) <= width - 2
+    assert "interrupted" in "\n".join(screen) and "running" not in "\n".join(screen)
+
+
+def test_the_echo_test_terminal_shows_the_doubled_border_of_a_full_width_frame(monkeypatch):
+    """The same replay with the margin removed draws the top border twice: the test above would
+    catch the fix going away."""
+    monkeypatch.setattr(monitor, "ECHO_MARGIN", 0)
+    width = 72
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=width, height=50, color_system=None)
+    state = TrainState(run_id="r", name="pixel", method="lora", total_steps=20, started=0.0)
+    with pytest.raises(KeyboardInterrupt):
+        with LiveMonitor(console=console, sampler=FakeSampler()) as mon:
+            state.record_step(step=1, loss=1.0, lr=1e-4, now=1.0)
+            mon.update(state)
+            out.write("^C")
+            raise KeyboardInterrupt
+    term = _Terminal(width)
+    term.feed(out.getvalue())
+    assert sum(line.startswith("╭") for line in term.lines()) == 2

@@ -15,6 +15,7 @@ from .base import TablePane
 
 class AdaptersPane(TablePane):
     COLUMNS = ("name", "v", "method", "rank", "trigger", "dataset", "created")
+    SHRINK = ("method", "trigger", "dataset")  # the name and the date stay whole (the date may sit past the edge)
     FILTER_HINT = "filter by name, method or trigger  (/)"
 
     def __init__(self, **kwargs) -> None:
