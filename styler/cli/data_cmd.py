@@ -8,11 +8,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import err, escape, human_bytes, note, out, print_json, registry, warn
+from .common import DeviceOpt, DtypeOpt, err, escape, human_bytes, note, out, placement, print_json, registry, warn
 
 app = typer.Typer(
     no_args_is_help=True,
-    help="Datasets: import a folder of images + captions, inspect, verify, synthesise.",
+    help="Datasets: import a folder of images + captions, caption and edit them, inspect, verify, synthesise.",
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -20,13 +20,13 @@ Name = Annotated[str, typer.Argument(help="Dataset name: 'name' or 'namespace/na
 Json = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
-def _progress():
+def _progress(what: str = "checking images"):
     """A callback drawing a progress bar on stderr when it is a terminal, else nothing."""
     if not err.is_terminal:
         return None, None
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    bar = Progress(TextColumn("checking images"), BarColumn(), MofNCompleteColumn(), console=err, transient=True)
+    bar = Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), console=err, transient=True)
     task = bar.add_task("", total=None)
     return bar, lambda i, n: bar.update(task, completed=i, total=n)
 
@@ -186,3 +186,125 @@ def verify(
         out.print(f"{len(checked)} dataset version(s) checked, {len(problems)} problem(s)")
     if problems:
         raise typer.Exit(1)
+
+
+
+@app.command()
+def caption(
+    name: Annotated[str, typer.Argument(help="NAME[@VERSION] to caption; the latest version by default.", show_default=False)],
+    model: Annotated[str, typer.Option("--with", help="Captioning model: a Hugging Face repo id in the local cache "
+                                       "(e.g. Salesforce/blip-image-captioning-base, microsoft/git-base) or a local "
+                                       "folder; BLIP, GIT or Florence-2, .safetensors weights only.", show_default=False)],
+    prefix: Annotated[Optional[str], typer.Option(help="Text put before every new caption (default: the version's own "
+                                                  "prefix; '' for none).", show_default=False)] = None,
+    trigger: Annotated[Optional[str], typer.Option(help="Trigger word put first in every new caption (default: the "
+                                                   "version's own; '' for none).", show_default=False)] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the captions images already have.")] = False,
+    only_missing: Annotated[bool, typer.Option("--only-missing", help="Caption only the images without a caption.")] = False,
+    batch: Annotated[int, typer.Option("--batch", help="Images per forward pass.")] = 8,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", help="Longest caption, in tokens.")] = 40,
+    beams: Annotated[int, typer.Option("--beams", help="Beam search width (1: greedy).")] = 1,
+    device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    as_json: Json = False,
+) -> None:
+    """Caption a dataset's images with BLIP, GIT or Florence-2, saved as its next version."""
+    from ..data.autocaption import caption_dataset
+
+    if overwrite and only_missing:
+        from ..errors import UsageError
+
+        raise UsageError("--overwrite and --only-missing exclude each other; give one")
+    mode = "overwrite" if overwrite else "only-missing" if only_missing else "auto"
+    where = placement(device, dtype)
+    bar, cb = _progress("captioning")
+    kwargs = dict(placement=where, mode=mode, prefix=prefix, trigger=trigger, batch=batch, max_tokens=max_tokens,
+                  beams=beams)
+    if bar:
+        with bar:
+            report = caption_dataset(name, model, progress=cb, **kwargs)
+    else:
+        report = caption_dataset(name, model, **kwargs)
+    saved, d = report.saved, report.saved.record
+    if report.empty:
+        warn(f"{report.model.label} gave {len(report.empty)} image(s) an empty caption (they keep only the trigger "
+             f"and prefix): {', '.join(report.empty[:5])}" + (" …" if len(report.empty) > 5 else ""))
+    if saved.same_as:
+        warn(f"the captions are the same as {saved.same_as}'s")
+    if as_json:
+        print_json({"dataset": d.to_dict(), "from": saved.source.label, "model": report.model.label,
+                    "captioned": report.captioned, "changed": saved.changed, "empty": report.empty,
+                    "placement": where.as_dict()})
+        return
+    out.print(f"captioned [bold]{escape(d.label)}[/]: {len(report.captioned)} of {d.n_images} images with "
+              f"{escape(report.model.label)} ({saved.changed} changed; {escape(saved.source.label)} is unchanged)")
+    note(f"on {where.label}; see them with `styler data captions {d.label}`")
+
+
+@app.command()
+def captions(
+    name: Annotated[str, typer.Argument(help="NAME[@VERSION]; the latest version by default.", show_default=False)],
+    replace: Annotated[Optional[list[str]], typer.Option("--replace", help="FIND=REPLACEMENT: replace text in every "
+                                                         "caption (plain text, case-sensitive; repeatable).",
+                                                         show_default=False)] = None,
+    prefix: Annotated[Optional[list[str]], typer.Option("--prefix", help="Add a leading tag ('TAG, caption') where a "
+                                                        "caption lacks it (repeatable).", show_default=False)] = None,
+    unprefix: Annotated[Optional[list[str]], typer.Option("--unprefix", help="Remove a leading tag where a caption "
+                                                          "starts with it (repeatable).", show_default=False)] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="IMAGE=CAPTION: one image's caption, the image "
+                                                      "named by its imported path or stored file (repeatable).",
+                                                      show_default=False)] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would change; write nothing.")] = False,
+    as_json: Json = False,
+) -> None:
+    """List a dataset version's captions, or edit them into its next version.
+
+    Edits run in this order: --set, --replace, --unprefix, --prefix. The version edited stays as it was."""
+    from ..data.caption_edits import open_draft, save_draft
+    from ..errors import UsageError
+
+    def split(option: str, value: str) -> tuple[str, str]:
+        key, eq, rest = value.partition("=")
+        if not eq or not key:
+            example = "'a cat=a fox'" if option == "--replace" else "'img0.png=a fox'"
+            raise UsageError(f"{option} {value!r}: expected {'FIND=REPLACEMENT' if option == '--replace' else 'IMAGE=CAPTION'} (e.g. {option} {example})")
+        return key, rest
+
+    sets = [split("--set", v) for v in set_ or []]
+    replaces = [split("--replace", v) for v in replace or []]
+    draft = open_draft(name)
+    editing = bool(sets or replaces or prefix or unprefix)
+    for image, text in sets:
+        draft.set(draft.index_of(image), text)
+    for find, new in replaces:
+        if not draft.replace(find, new):
+            raise UsageError(f"--replace: {find!r} is in no caption of {draft.dataset.label}; nothing was written")
+    for tag in unprefix or []:
+        draft.remove_tag(tag)
+    for tag in prefix or []:
+        draft.add_tag(tag)
+    rows = [{"file": e["file"], "image": draft.label(i), "split": e["split"], "text": draft.texts[i],
+             **({"was": draft.original[i]} if draft.texts[i] != draft.original[i] else {})}
+            for i, e in enumerate(draft.entries)]
+    if not editing or dry_run:
+        shown = [r for r in rows if "was" in r] if editing else rows
+        if as_json:
+            print_json({"dataset": draft.dataset.label, "captions": shown})
+            return
+        for r in shown:
+            out.print(f"{escape(r['image'])}  {escape('[' + r['split'] + ']')}  {escape(r['text'])}")
+            if "was" in r:
+                out.print(f"  [dim]was[/] {escape(r['was'])}")
+        if editing:
+            note(f"would change {len(shown)} of {len(rows)} captions; nothing was written (--dry-run)")
+        return
+    saved = save_draft(draft)
+    d = saved.record
+    if saved.same_as:
+        warn(f"the captions are the same as {saved.same_as}'s")
+    if as_json:
+        print_json({"dataset": d.to_dict(), "from": saved.source.label, "changed": saved.changed,
+                    "captions": [r for r in rows if "was" in r]})
+        return
+    out.print(f"saved [bold]{escape(d.label)}[/]: {saved.changed} of {d.n_images} captions changed "
+              f"({escape(draft.summary())}); {escape(saved.source.label)} is unchanged")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -134,10 +135,16 @@ def collect(src: Path, rel_images: list[str], all_files: set[str], how: str, tem
     return CaptionSet("template", {r: template for r in rel_images})
 
 
+def mentions(text: str, word: str) -> bool:
+    """Whether `word` is in `text` as a word of its own: not inside a longer Latin word ("pix" is not
+    in "pixel art"); next to CJK characters it counts ("米芾" is in "米芾书法", which has no spaces)."""
+    return bool(word) and re.search(rf"(?<![A-Za-z0-9_]){re.escape(word)}(?![A-Za-z0-9_])", text) is not None
+
+
 def compose(caption: str, *, prefix: str = "", trigger: str = "", stem: str = "") -> str:
     """trigger, then prefix, then the caption: `mifu, 书法 永`. Template fields are filled here."""
     caption = caption.replace("{trigger}", trigger).replace("{name}", stem)
     body = " ".join(p for p in (prefix.strip(), caption.strip()) if p)
-    if trigger and trigger not in body:
+    if trigger and not mentions(body, trigger):
         return f"{trigger}, {body}" if body else trigger
     return body

@@ -175,13 +175,9 @@ def add_dataset(
             raise InputError(f"no usable images in {src}: all {len(images)} were dropped: {reasons}")
 
         _assign_splits(entries, options.val_split)
-        content_hash = hashlib.sha256(
-            json.dumps([[e["sha256"], e["text"], e["split"]] for e in entries], ensure_ascii=False).encode()
-        ).hexdigest()
-        with open(tmp / "captions.jsonl", "w", encoding="utf-8") as fh:
-            for e in entries:
-                fh.write(json.dumps({"file": e["file"], "text": e["text"], "split": e["split"]}, ensure_ascii=False) + "\n")
-        stats = _stats(entries)
+        content_hash = entries_hash(entries)
+        write_captions(tmp, entries)
+        stats = stats_of(entries)
         manifest = {
             "name": parsed.full,
             "source": source_label or str(src.resolve()),
@@ -206,25 +202,38 @@ def add_dataset(
         raise
 
     # 3. commit: version, rename, record — under the registry lock
+    def build(version: int, dest: Path) -> Dataset:
+        return Dataset(
+            name=parsed.full, version=version, path=dest.relative_to(home).as_posix(),
+            content_hash=content_hash, n_images=len(entries),
+            n_train=manifest["counts"]["train"], n_val=manifest["counts"]["val"], n_dropped=len(dropped),
+            source=manifest["source"], caption_from=captions.source, prefix=options.prefix,
+            trigger=options.trigger, options=asdict(options), stats=stats,
+        )
+
+    record, same_as = commit_version(reg, parsed.full, tmp, build)
+    return ImportReport(record, dropped, missing, captions.orphans, same_as)
+
+
+def commit_version(reg: Registry, name: str, tmp: Path, build: Callable[[int, Path], Dataset]) -> tuple[Dataset, str | None]:
+    """Move a finished temp folder into place as the next version of NAME and register it, under the
+    registry lock: one rename and one record. `build(version, dest)` makes the record. Returns the
+    record and an earlier version with the same content hash, if any. On failure nothing stays."""
+    parsed = parse_name(name, allow_version=False)
+    droot = reg.home / "datasets"
     same_as = None
     try:
         with reg.locked():
             earlier = reg.versions(Dataset, parsed.full)
-            same_as = next((f"{d.label}" for d in reversed(earlier) if d.content_hash == content_hash), None)
             version = max((d.version for d in earlier), default=0) + 1
             dest = droot.joinpath(*parsed.parts, str(version))
             if dest.exists():  # left by a crash between rename and record: prune would remove it
                 shutil.rmtree(dest)
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, dest)
-            record = Dataset(
-                name=parsed.full, version=version, path=dest.relative_to(home).as_posix(),
-                content_hash=content_hash, n_images=len(entries),
-                n_train=manifest["counts"]["train"], n_val=manifest["counts"]["val"], n_dropped=len(dropped),
-                source=manifest["source"], caption_from=captions.source, prefix=options.prefix,
-                trigger=options.trigger, options=asdict(options), stats=stats,
-            )
             try:
+                record = build(version, dest)
+                same_as = next((d.label for d in reversed(earlier) if d.content_hash == record.content_hash), None)
                 reg.insert(record)
             except BaseException:
                 shutil.rmtree(dest, ignore_errors=True)
@@ -236,7 +245,21 @@ def add_dataset(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return ImportReport(record, dropped, missing, captions.orphans, same_as)
+    return record, same_as
+
+
+def entries_hash(entries: list[dict]) -> str:
+    """A version's content hash: its images, captions and splits, in order."""
+    return hashlib.sha256(
+        json.dumps([[e["sha256"], e["text"], e["split"]] for e in entries], ensure_ascii=False).encode()
+    ).hexdigest()
+
+
+def write_captions(folder: Path, entries: list[dict]) -> None:
+    """captions.jsonl, what training reads: one {file, text, split} per image."""
+    with open(folder / "captions.jsonl", "w", encoding="utf-8") as fh:
+        for e in entries:
+            fh.write(json.dumps({"file": e["file"], "text": e["text"], "split": e["split"]}, ensure_ascii=False) + "\n")
 
 
 def _remove_empty_parents(folder: Path, stop: Path) -> None:
@@ -280,7 +303,7 @@ def _assign_splits(entries: list[dict], val_split: float) -> None:
         e["split"] = "val"
 
 
-def _stats(entries: list[dict]) -> dict:
+def stats_of(entries: list[dict]) -> dict:
     def summary(values):
         values = sorted(values)
         return {"min": values[0], "median": values[len(values) // 2], "max": values[-1]}
