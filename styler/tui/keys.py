@@ -41,6 +41,15 @@ def pane_keys() -> list[tuple[str, list[tuple[str, str]]]]:
     return found
 
 
+def editor_keys() -> list[tuple[str, str]]:
+    """The caption editor's keys, from its own bindings."""
+    from .captions import CaptionEditor, CaptionTable
+
+    own = [b for b in CaptionTable.BINDINGS + CaptionEditor.BINDINGS
+           if isinstance(b, Binding) and b.action != "app.keys"]
+    return [(b.key_display or b.key, b.tooltip or b.description) for b in own]
+
+
 def keys_text() -> Text:
     t = Text()
 
@@ -54,6 +63,7 @@ def keys_text() -> Text:
     section("Tables", TABLES)
     for title, rows in pane_keys():
         section(f"{title} tab", rows)
+    section("Caption editor (e on the Datasets tab)", editor_keys())
     t.append("Esc, ? or q closes this help", style="dim")
     return t
 

@@ -43,6 +43,28 @@ def metrics_row(step: int, loss: float, **extra) -> str:
     return json.dumps(row) + "\n"
 
 
+ANIME_CAPTIONS = ("anm, pixel art, a green fox", "anm, pixel art, a red house on a hill",
+                  "anm, pixel art, a blue monster", "anm, a pink tree")
+
+
+def write_dataset_files(folder: Path, captions) -> None:
+    """A managed dataset version's files (images, captions.jsonl, manifest.json), as data add writes them."""
+    import hashlib
+
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    entries = []
+    for i, text in enumerate(captions, 1):
+        data = png_bytes((40 * i, 90, 160))
+        (folder / "images" / f"{i:05d}.png").write_bytes(data)
+        entries.append({"file": f"{i:05d}.png", "sha256": hashlib.sha256(data).hexdigest(), "source": f"img{i}.png",
+                        "text": text, "width": 16, "height": 16, "orig_width": 16, "orig_height": 16,
+                        "sharpness": 100.0, "split": "val" if i == 1 else "train"})
+    (folder / "captions.jsonl").write_text("".join(
+        json.dumps({"file": e["file"], "text": e["text"], "split": e["split"]}) + "\n" for e in entries), "utf-8")
+    (folder / "manifest.json").write_text(json.dumps({"name": folder.parent.name, "images": entries,
+                                                      "options": {"trigger": "anm"}, "missing_captions": []}), "utf-8")
+
+
 def build_fixed_home(home: Path) -> Registry:
     """Two datasets, two adapters with their runs, a live run, an interrupted one, three outputs (one with a
     markup-laden prompt, one a validation image of a run), scores from the tiny CLIP and two finished jobs — all with fixed ids."""
@@ -89,6 +111,7 @@ def build_fixed_home(home: Path) -> Registry:
     reg.insert(Job(id=JOB_FAILED, created_at=AT, kind="generate", status="failed", attempts=2,
                    payload={"prompt": MARKUP_PROMPT, "adapters": [["anime@1", 0.5, None]], "n": 1, "seed": 1, "steps": 2},
                    error="[red]boom[/red] adapter missing"))
+    write_dataset_files(home / "datasets" / "anime" / "1", ANIME_CAPTIONS)
     for run_id, rows in ((RUN_ANIME, [(1, 0.9), (2, 0.7), (3, 0.5), (4, 0.35), (5, 0.25)]),
                          (RUN_LIVE, [(1, 1.1), (2, 0.9)])):
         folder = home / "runs" / run_id

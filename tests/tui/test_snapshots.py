@@ -1,4 +1,4 @@
-"""Plain-text snapshots of each tab, the key help and the quit question, at 120×40 and at 80×24,
+"""Plain-text snapshots of each tab, the caption editor, the key help and the quit question, at 120×40 and at 80×24,
 over a home with fixed ids and timestamps (files `<screen>-<size>.txt`).
 
 A difference fails with both screens side by side in the message; after an intended change,
@@ -56,6 +56,13 @@ async def _screens(home, size: tuple[int, int]) -> dict[str, str]:
                 move_to_key(app.pane("runs").table, RUN_ANIME)  # a finished run: nothing moves
                 await settle(pilot)
             shots[name] = await stable_screen(pilot) + "\n"
+            if name == "datasets":  # the caption editor over anime@1: a tag added, a replace being typed
+                await pilot.press("e")
+                await settle(pilot)
+                await pilot.press("down", "p", "z", "z", "enter", "s", "p", "i", "x")
+                shots["captions"] = await stable_screen(pilot) + "\n"
+                await pilot.press("escape", "escape", "escape")  # the input line; unsaved: warned, then dropped
+                await settle(pilot)
         await pilot.press("question_mark")
         shots["keys"] = await stable_screen(pilot) + "\n"
         await pilot.press("escape")
