@@ -87,6 +87,14 @@ def test_git_from_the_hf_cache_only_missing_and_overwrite(styler_home, tmp_path,
     assert _captions(styler_home, "mix@1") == ["wcstyle", "wcstyle, a red fox", "wcstyle"]
 
 
+def test_florence2_captions_through_its_task_prompt(styler_home, tmp_path, tiny_florence2):
+    _uncaptioned(styler_home, tmp_path, name="flo", n=2, trigger="")
+    r = run_cli("data", "caption", "flo", "--with", tiny_florence2, "--max-tokens", "3", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["model"] == "florence2:tiny-florence2"
+    assert _captions(styler_home, "flo@2") == ["fox fox"] * 2  # the last of 3 tokens is the forced end
+
+
 def test_missing_or_unusable_models_fail_in_one_line(styler_home, tmp_path, tiny_blip):
     v1 = _uncaptioned(styler_home, tmp_path)
     before = tree(styler_home / "datasets")
