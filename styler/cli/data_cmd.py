@@ -136,6 +136,9 @@ def show(
     out.print(f"  source     {escape(d['source'])}")
     out.print(f"  images     {d['n_images']} ({d['n_train']} train, {d['n_val']} val), {d['n_dropped']} dropped, {human_bytes(view['bytes'])}")
     out.print(f"  captions   from {escape(d['caption_from'])}; prefix {escape(d['prefix'] or '-')}; trigger {escape(d['trigger'] or '-')}")
+    derived = (d.get("options") or {}).get("derived_from")
+    if derived:
+        out.print(f"  made from  {escape(derived.get('label', '?'))}: {escape(derived.get('how', ''))}")
     s = d["stats"]
     out.print(f"  size       {s['width']['min']}–{s['width']['max']} × {s['height']['min']}–{s['height']['max']} px (median {s['width']['median']}×{s['height']['median']})")
     out.print(f"  sharpness  min {s['sharpness']['min']:.1f}, median {s['sharpness']['median']:.1f}, max {s['sharpness']['max']:.1f}")

@@ -175,7 +175,13 @@ def dataset_provenance(reg: Registry, dataset_id: str) -> Provenance:
              ("content", d.content_hash[:12] or "-"), ("created", fmt_time(d.created_at)))
     adapters = [a for a in reg.all(Adapter) if a.dataset_id == d.id]
     runs = [r for r in reg.all(Run) if r.dataset_id == d.id]
-    sections = (
+    derived = (d.options or {}).get("derived_from") or {}
+    made_from = ()
+    if derived:  # a version made from another by `data caption`/`data captions` or the caption editor
+        parent = _get(reg, Dataset, derived.get("id"))
+        made_from = (Section("made from", (Link("datasets", parent.id, f"{parent.label} · {derived.get('how', '')}"),)
+                             if parent else (), "" if parent else f"{derived.get('label', '?')} (removed)"),)
+    sections = made_from + (
         Section("adapters trained on it", tuple(Link("adapters", a.id, f"{a.label} · {a.method}") for a in adapters),
                 "" if adapters else "none yet"),
         Section("runs", tuple(Link("runs", r.id, f"run {short_id(r.id)} · {run_summary(r)}") for r in runs),

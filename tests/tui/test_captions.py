@@ -30,7 +30,7 @@ def _captions(home, d: Dataset) -> list[str]:
 
 def test_edit_replace_tags_and_save_as_a_new_version(fixed_home):
     from styler.tui.captions import CaptionEditor
-    from styler.tui.widgets import current_key
+    from styler.tui.widgets import ProvenanceView, current_key
 
     before = _files(fixed_home / "datasets" / "anime" / "1")
 
@@ -71,6 +71,9 @@ def test_edit_replace_tags_and_save_as_a_new_version(fixed_home):
             await settle(pilot)
             await settle(pilot)
             assert not isinstance(app.screen, CaptionEditor)
+            await settle(pilot)
+            detail = app.pane("datasets").query_one(ProvenanceView).text
+            assert "made from" in detail and "anime@1" in detail  # a link back to the version it came from
             return current_key(app.pane("datasets").table)
 
     highlighted = asyncio.run(drive())
