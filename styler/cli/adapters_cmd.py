@@ -65,7 +65,14 @@ def show(
     out.print(f"[bold]{escape(a.label)}[/]  ({a.method})  id {a.id}")
     out.print(f"  file      {escape(str(path))}")
     out.print(f"  base      {escape(a.base.get('name', '?'))} ({a.base.get('hash', '')[:12]}…)")
-    if a.rank:
+    ada = a.metadata.get("adalora")
+    if ada:
+        out.print(f"  adalora   ranks {ada['init_rank']} → {ada['target_rank']} per layer on average, "
+                  f"{ada['total_rank']} in all over {ada['layers']} layers; targets {escape(', '.join(a.targets))}")
+        width = max(len(n) for n in ada["ranks"])
+        for layer, rank in sorted(ada["ranks"].items()):
+            out.print(f"    {escape(layer):<{width}}  {rank}")
+    elif a.rank:
         out.print(f"  lora      rank {a.rank}, alpha {a.alpha:g}, targets {escape(', '.join(a.targets))}")
     if a.trigger:
         out.print(f"  trigger   {escape(a.trigger)}")
