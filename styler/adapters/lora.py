@@ -214,7 +214,7 @@ class LokrLayer:
         w1 = self.w1.float() if self.w1 is not None else self.w1_a.float() @ self.w1_b.float()
         w2 = self.w2.float() if self.w2 is not None else _product(self.w2_a, self.w2_b, self.t2)
         w1 = w1.reshape(*w1.shape, *[1] * (w2.dim() - w1.dim()))
-        return _shaped(self.scale * torch.kron(w1, w2), shape)
+        return _shaped(self.scale * torch.kron(w1.contiguous(), w2.contiguous()), shape)  # kron views its inputs
 
     def with_kernel(self, shape) -> "LokrLayer":
         if self.t2 is not None:
