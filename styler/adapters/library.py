@@ -18,6 +18,11 @@ def _store(reg: Registry, name: str, data, *, method: str, base: dict, metadata:
     """Write canonical data as a styler (peft-layout) file, store it as a blob, record it."""
     from .formats import write_adapter
 
+    ranks = sorted({layer.rank for layer in data.layers.values() if layer.rank is not None})
+    alphas = sorted({layer.alpha for layer in data.layers.values() if layer.rank is not None})
+    if data.kind == "lora" and data.lycoris_kinds() and ranks:
+        # LoHa/LoKr alphas live in tensors, which `registry rebuild` does not read: it reads these
+        metadata = {**metadata, "ss_network_dim": str(ranks[-1]), "ss_network_alpha": f"{alphas[-1]:g}"}
     with reg.locked():
         version = reg.next_version(Adapter, name)
         meta = {"styler.version": __version__, "styler.adapter": f"{name}@{version}", "styler.method": method,
@@ -26,8 +31,6 @@ def _store(reg: Registry, name: str, data, *, method: str, base: dict, metadata:
             path = Path(tmp) / "adapter.safetensors"
             write_adapter(data, path, "peft", metadata=meta)
             digest = BlobStore(reg.home).put_file(path)
-        ranks = sorted({layer.rank for layer in data.layers.values() if layer.rank is not None})
-        alphas = sorted({layer.alpha for layer in data.layers.values() if layer.rank is not None})
         targets = sorted({m.rsplit(".", 1)[-1] if c == "unet" else "text_encoder" for c, m in data.layers})
         record = Adapter(name=name, version=version, method=method, blob=digest, base=base,
                          rank=ranks[-1] if ranks else None, alpha=alphas[-1] if alphas else None,

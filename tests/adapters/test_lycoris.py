@@ -324,3 +324,15 @@ def test_bad_lycoris_files_are_refused_in_one_line(files, tmp_path):
         path = tmp_path / f"bad{i}.safetensors"
         save_file(tensors, str(path))
         _refused(path, fragment)
+
+
+def test_registry_rebuild_restores_loha_and_lokr_records(files):
+    reg = Registry()
+    before = sorted(reg.all(Adapter), key=lambda a: a.label)
+    reg.table_path("adapters").write_bytes(b"\x00\x00")
+    r = run_cli("registry", "rebuild", "-y")
+    assert r.exit_code == 0, r.stderr
+    after = sorted(Registry().all(Adapter), key=lambda a: a.label)
+    keys = ("name", "method", "blob", "rank", "alpha")  # (an imported record's id is not in its file)
+    assert [[getattr(a, k) for k in keys] for a in after] == [[getattr(a, k) for k in keys] for a in before]
+    assert [sorted(a.targets) for a in after] == [sorted(a.targets) for a in before]
