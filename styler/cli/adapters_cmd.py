@@ -100,8 +100,12 @@ def import_(
     if as_json:
         print_json(a.to_dict())
         return
+    from ..adapters.lora import LAYER_NAMES
+
+    kinds = a.metadata.get("layer_kinds") or {}  # only for files with LoHa/LoKr layers
+    what = (": " + ", ".join(f"{n} {LAYER_NAMES[k]}" for k, n in kinds.items())) if kinds else ""
     out.print(f"imported [bold]{escape(a.label)}[/] from {escape(a.metadata.get('source_format', '?'))} format "
-              f"({a.metadata.get('layers', 0)} layers)")
+              f"({a.metadata.get('layers', 0)} layers{what})")
 
 
 @app.command()
