@@ -5,7 +5,20 @@ rendering, kohya export (format, keys and alpha kept, byte-deterministic) and th
 The formulas and key layouts are LyCORIS's (lycoris/functional/loha.py, lokr.py, modules/loha.py,
 lokr.py at KohakuBlueleaf/LyCORIS f49d30d670591ec8841d241d79aaa8449b30a715) and what ComfyUI
 applies (comfy/weight_adapter/loha.py at 17adbb5c, lokr.py at 179c2d35): LoKr's alpha/rank only
-with a low-rank factor, scale 1 when both are whole, and no alpha meaning scale 1."""
+with a low-rank factor, scale 1 when both are whole, and no alpha meaning scale 1.
+
+Interop, run by hand in a scratch folder (LyCORIS and ComfyUI are not styler dependencies) on the
+kohya exports of this file's `_loha_file` / `_lokr_file`, 2026-12-01, torch 2.13 CPU:
+- LyCORIS f49d30d6: `lycoris.kohya.create_network_from_weights` on the tiny UNet and text encoder,
+  each module's forward-path ΔW (`get_weight(shape) * scalar`) vs styler's ΔW and folded weights:
+  max |difference| 2.4e-7 (LoHa: 1.2e-7, all 5 layers, CP conv included). LyCORIS's own loader
+  cannot rebuild a CP LoKr (`make_module_from_state_dict` takes its rank from lokr_w2_a.size(1),
+  which in the CP layout is the output factor), so that layer was checked on a `LokrModule` built as
+  its trainer builds one (lora_dim = the core's rank, use_tucker) with the file's tensors copied in.
+- ComfyUI (loha.py 17adbb5c, lokr.py 179c2d35): `LoHaAdapter/LoKrAdapter.load` +
+  `calculate_weight`, alpha as comfy/lora.py `load_lora` reads it: max |difference| 1.2e-7 on every
+  layer but the CP LoKr conv, where ComfyUI itself fails (`torch.kron` of its non-contiguous einsum
+  result: "view size is not compatible", logged, weight left unchanged)."""
 
 import json
 import os
@@ -308,24 +321,36 @@ def _refused(path, fragment):
 
 
 def test_bad_lycoris_files_are_refused_in_one_line(files, tmp_path):
+    from styler.adapters.formats import read_adapter
+    from styler.errors import InputError
+
     s = _stem("unet", Q)
     w = {f"{s}.hada_w1_a": torch.ones(32, 2), f"{s}.hada_w1_b": torch.ones(2, 32), f"{s}.hada_w2_a": torch.ones(32, 2),
          f"{s}.hada_w2_b": torch.ones(2, 32), f"{s}.alpha": torch.tensor(1.0)}
-    cases = [
+    lokr = {f"{s}.lokr_w1_a": torch.ones(4, 2), f"{s}.lokr_w1_b": torch.ones(2, 4), f"{s}.lokr_w2_a": torch.ones(8, 3),
+            f"{s}.lokr_w2_b": torch.ones(3, 8)}
+    through_cli = [  # each through the real entry point: one line, exit 2, nothing stored
         ({**w, f"{s}.dora_scale": torch.ones(32, 1)}, "DoRA LoHa layer"),
-        ({k: v for k, v in w.items() if "w2_b" not in k}, "has no hada_w2_b"),
-        ({**w, f"{s}.hada_w2_b": torch.ones(2, 64)}, "which do not make a LoHa layer"),
         ({f"{s}.diff": torch.ones(32, 32)}, "LyCORIS full (whole ΔW) layer"),
-        ({f"{s}.oft_blocks": torch.ones(4, 8, 8)}, "LyCORIS OFT/BOFT layer"),
-        ({f"{s}.lokr_w1_a": torch.ones(4, 2), f"{s}.lokr_w1_b": torch.ones(2, 4), f"{s}.lokr_w2_a": torch.ones(8, 3),
-          f"{s}.lokr_w2_b": torch.ones(3, 8)}, "ranks 2 and 3"),
+        (lokr, "ranks 2 and 3"),
         ({f"{s}.lokr_w1": torch.ones(4, 4), f"{s}.lokr_w2": torch.ones(8, 16)}, "does not fit this base"),
-        ({**w, f"{s}.lora_down.weight": torch.ones(2, 32)}, "mixes LoHa and LoRA keys"),
     ]
-    for i, (tensors, fragment) in enumerate(cases):
+    for i, (tensors, fragment) in enumerate(through_cli):
         path = tmp_path / f"bad{i}.safetensors"
         save_file(tensors, str(path))
         _refused(path, fragment)
+    read_only = [  # the same reader, without loading a pipeline per case
+        ({k: v for k, v in w.items() if "w2_b" not in k}, "has no hada_w2_b; the LoHa layer is incomplete"),
+        ({**w, f"{s}.hada_w2_b": torch.ones(2, 64)}, "which do not make a LoHa layer"),
+        ({f"{s}.oft_blocks": torch.ones(4, 8, 8)}, "LyCORIS OFT/BOFT layer"),
+        ({**w, f"{s}.lora_down.weight": torch.ones(2, 32)}, "mixes LoHa and LoRA keys"),
+        ({**lokr, f"{s}.lokr_w1": torch.ones(4, 4)}, "has both lokr_w1 and lokr_w1_a/lokr_w1_b"),
+    ]
+    for i, (tensors, fragment) in enumerate(read_only):
+        path = tmp_path / f"bad-read{i}.safetensors"
+        save_file(tensors, str(path))
+        with pytest.raises(InputError, match=fragment):
+            read_adapter(path)
 
 
 def test_registry_rebuild_restores_loha_and_lokr_records(files):
