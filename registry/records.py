@@ -77,7 +77,7 @@ class Adapter(_Versioned):
 
     TABLE: ClassVar[str] = "adapters"
 
-    method: str = "lora"  # lora | adalora | dreambooth | textual-inversion | imported | merged
+    method: str = "lora"  # lora | adalora | dreambooth | textual-inversion | imported | merged | loha | lokr | lycoris
     blob: str = ""  # sha256 of the .safetensors file
     base: dict = field(default_factory=dict)  # {"name": ..., "hash": ...}
     run_id: str | None = None
