@@ -113,6 +113,8 @@ def test_runs_table_names_the_adapter_keeps_step_and_loss_and_says_how_to_resume
 def test_a_runs_latest_validation_samples_show_in_its_detail(fixed_home):
     from .helpers import RUN_ANIME, RUN_STOPPED
 
+    (fixed_home / "runs" / RUN_ANIME / "samples" / "sheet.png").unlink()  # a run from before sheets
+
     async def go():
         app = make_app(fixed_home)
         async with app.run_test(size=(120, 40)) as pilot:
