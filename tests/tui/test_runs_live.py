@@ -131,3 +131,34 @@ def test_a_runs_latest_validation_samples_show_in_its_detail(fixed_home):
             assert not pane.query_one("#samples").display and pane.query_one("#samples-title").content.plain == ""
 
     asyncio.run(go())
+
+
+def test_o_opens_a_runs_sample_sheet_and_says_when_there_is_none(fixed_home):
+    from .helpers import RUN_ANIME, RUN_STOPPED
+
+    async def go():
+        app = make_app(fixed_home)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("3")
+            await settle(pilot)
+            pane = app.pane("runs")
+            move_to_key(pane.table, RUN_ANIME)
+            await settle(pilot)
+            assert pane.query_one("#samples-title").content.plain == "sheet: 2 prompts × 3 steps"
+            assert f"sheet: runs/{RUN_ANIME}/samples/sheet.png" in pane.query_one("ProvenanceView").text
+            await pilot.press("o")
+            await settle(pilot)
+            assert type(app.screen).__name__ == "SheetScreen"
+            path = fixed_home.resolve() / "runs" / RUN_ANIME / "samples" / "sheet.png"
+            assert str(path) in app.screen.query_one("#sheet-path").content.plain
+            await pilot.press("o")  # o closes it again
+            await settle(pilot)
+            assert app.screen is app.screen_stack[0]
+            move_to_key(pane.table, RUN_STOPPED)
+            await settle(pilot)
+            await pilot.press("o")
+            await settle(pilot)
+            assert app.screen is app.screen_stack[0]
+            assert any("has no sample sheet" in n.message for n in app._notifications)
+
+    asyncio.run(go())

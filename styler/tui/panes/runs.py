@@ -79,12 +79,14 @@ def samples_preview(reg: Registry, run: Run) -> SamplesPreview:
         except OSError:
             image = None
         if image is not None:
-            steps, prompts = info.get("steps") or [], info.get("prompts") or []
-            last = f", to step {steps[-1]}" if steps else ""
-            return SamplesPreview(f"samples: {len(prompts)} prompt(s) × {len(steps)} step(s){last}  (o: open)",
-                                  image, path)
+            n_prompts, n_steps = len(info.get("prompts") or []), len(info.get("steps") or [])
+            return SamplesPreview(f"sheet: {_count(n_prompts, 'prompt')} × {_count(n_steps, 'step')}", image, path)
     step, strip = latest_samples(reg, run)
     return SamplesPreview(f"validation samples at step {step}" if step is not None else "", strip)
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def resume_command(run: Run) -> str:
@@ -112,8 +114,7 @@ class SheetScreen(ModalScreen[None]):
 
 
 class RunsPane(TablePane):
-    BINDINGS = [Binding("o", "open_sheet", "sheet", tooltip="the selected run's sample sheet (prompts × steps), "
-                                                            "full size, with its path")]
+    BINDINGS = [Binding("o", "open_sheet", "sheet", tooltip="the run's sample sheet (prompts × steps), full screen")]
     # step and loss before the names, and the names cut first, so both stay on screen at 80 columns
     COLUMNS = ("run", "status", "step", "loss", "adapter", "dataset", "method")
     SHRINK = ("adapter", "dataset", "method")
@@ -184,8 +185,8 @@ class RunsPane(TablePane):
         if run.status in RESUMABLE:
             facts += (("resume", resume_command(run)),)
         preview = samples_preview(reg, run)
-        if preview.sheet is not None:
-            facts += (("sheet", str(preview.sheet)),)
+        if preview.sheet is not None:  # where it is, in the home (o shows the whole path)
+            facts += (("sheet", preview.sheet.relative_to(reg.home).as_posix()),)
         prov = Provenance(f"run {run.id}", facts, (Section("made from / made", run_links(reg, run)),))
         return run, prov, preview
 
