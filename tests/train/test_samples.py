@@ -1,9 +1,7 @@
-"""A run's sample sheet: written during training (prompts × steps), rebuilt by `styler runs samples`,
-shown in the dashboard's Runs detail."""
+"""A run's sample sheet: written during training (prompts × steps), rebuilt by `styler runs samples`."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import numpy as np
@@ -13,8 +11,6 @@ from PIL import Image
 from registry import BlobStore, Output, Registry, Run
 from styler.train.samples import SHEET_KEY, pick_columns, read_sheet_info, sheet_path
 from tests.helpers import run_cli
-
-FAST = ["--base", "tiny", "--resolution", "32"]
 
 
 def cell_boxes(sheet: Image.Image, images: list[Image.Image]) -> list[tuple[int, int]]:
@@ -35,14 +31,12 @@ def cell_boxes(sheet: Image.Image, images: list[Image.Image]) -> list[tuple[int,
 
 
 @pytest.mark.slow
-def test_a_validating_run_writes_a_prompts_by_steps_sheet_the_cli_rebuilds_and_the_dashboard_shows(calli, styler_home):
-    r = run_cli("train", calli, *FAST, "--steps", "4", "--validate-every", "2", "--validation-prompt", "mifu, 书法 永",
-                "--validation-prompt", "a red circle")
-    assert r.exit_code == 0, r.stderr
-    run = Registry().all(Run)[0]
+def test_a_validating_run_writes_a_prompts_by_steps_sheet_that_the_cli_rebuilds(checkpointed):
+    styler_home = checkpointed  # trained 4 steps, validating every 2 with two prompts (tests/conftest.py)
+    run = next(r for r in Registry().all(Run) if r.config.get("validate_every"))
     path = sheet_path(styler_home, run.id)
     info = read_sheet_info(path)
-    assert info == {"run_id": run.id, "prompts": ["mifu, 书法 永", "a red circle"], "steps": [2, 4], "all_steps": [2, 4]}
+    assert info == {"run_id": run.id, "prompts": ["ink, 书法 永", "a red circle"], "steps": [2, 4], "all_steps": [2, 4]}
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # written in one rename: no temp left
 
     # every validation image is a cell: row = its prompt, column = its step
@@ -65,33 +59,7 @@ def test_a_validating_run_writes_a_prompts_by_steps_sheet_the_cli_rebuilds_and_t
     r = run_cli("runs", "samples", run.id, "--columns", "1", "--json")
     assert json.loads(r.stdout)["steps"] == [4] and read_sheet_info(path)["steps"] == [4]
 
-    # the dashboard's Runs detail shows it, and `o` opens it with its path
-    from tests.tui.helpers import make_app, settle
-    from styler.tui.widgets import move_to_key
-
-    run_cli("runs", "samples", run.id)
-
-    async def go():
-        app = make_app(styler_home)
-        async with app.run_test(size=(80, 24)) as pilot:
-            await pilot.press("3")
-            await settle(pilot)
-            pane = app.pane("runs")
-            move_to_key(pane.table, run.id)
-            await settle(pilot)
-            shown = pane.query_one("#samples")
-            assert shown.display and shown.image.size == Image.open(path).size
-            assert pane.query_one("#samples-title").content.plain == "sheet: 2 prompts × 2 steps"
-            await pilot.press("o")
-            await settle(pilot)
-            assert type(app.screen).__name__ == "SheetScreen"
-            assert str(path) in app.screen.query_one("#sheet-path").content.plain
-            assert app.screen.query_one("#sheet-image").image.size == Image.open(path).size
-            await pilot.press("escape")
-            await settle(pilot)
-            assert type(app.screen).__name__ != "SheetScreen"
-
-    asyncio.run(go())
+    # the dashboard shows it: tests/tui/test_runs_live.py (a sheet with the same text chunk)
 
 
 def test_samples_of_a_run_without_validation_images_and_of_no_run(styler_home):
