@@ -188,8 +188,8 @@ def transfer(
     _show(run(req, out_dir=out_dir, warn=warn, placement=where), as_json, out_dir)
 
 
-AXIS_HELP = ("guidance|steps|seed|scale|unet-scale|te-scale|sampler|prompt|step=v1,v2,… or weight:ADAPTER=… / "
-             "step:ADAPTER=… (see the README's X/Y/Z section).")
+AXIS_HELP = ("NAME=v1,v2,… with NAME guidance, steps, seed, scale, unet-scale, te-scale, sampler, prompt (search/"
+             "replace) or step; or weight:ADAPTER=… / step:ADAPTER=… for one --adapter.")
 
 
 def grid(
