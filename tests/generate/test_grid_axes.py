@@ -114,3 +114,16 @@ def test_bad_axes_exit_2_in_one_line_and_render_nothing(styled, args, says):
     assert r.exit_code == 2, r.stderr
     assert says in " ".join(r.stderr.split()) and len(r.stderr.strip().splitlines()) == 1
     assert tree(styled) == before and not Registry().find(Output)
+
+
+def test_a_step_cells_queued_regen_keeps_its_step():
+    from styler.generate.jobs import request_from_payload
+    from styler.tui.queue_ops import regen_payload
+
+    cell = Output(prompt="a cat", seed=0, steps=2, guidance=7.5, width=64, height=64, scheduler="euler",
+                  base={"name": "tiny", "kind": "tiny"},
+                  adapters=[{"id": "x", "name": "ink", "version": 1, "weight": 1.0, "te_weight": 1.0,
+                             "train_step": 2, "checkpoint": "runs/R/checkpoints/step-0000002"},
+                            {"id": "y", "name": "anime", "version": 3, "weight": 0.5, "te_weight": 0.5}])
+    req = request_from_payload(regen_payload(cell))
+    assert req.adapter_steps == {"ink@1": 2} and [s for s, _, _ in req.adapters] == ["ink@1", "anime@3"]
