@@ -85,3 +85,38 @@ def styled(styler_home, styled_template):
     """This test's own copy of the styled home."""
     shutil.copytree(styled_template, styler_home, symlinks=True)
     return styler_home
+
+
+@pytest.fixture(scope="session")
+def checkpointed_template(tmp_path_factory, tiny_base_dir):
+    """A home with one LoRA (UNet + text encoder) trained 4 steps, with validation images at steps 2 and 4
+    (two prompts) and a checkpoint at step 2, and the same training stopped at step 2 (`ink2`), built
+    once per session."""
+    from styler.models.tiny import tiny_dir
+    from tests.helpers import home_env, run_cli
+
+    home = tmp_path_factory.mktemp("checkpointed") / "home"
+    with home_env(home):
+        target = tiny_dir(home)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(tiny_base_dir, target)
+        from styler.data.library import synth_dataset
+
+        synth_dataset("ink", kind="calligraphy", n=4, size=32, seed=0)
+        common = ["--base", "tiny", "--resolution", "32", "--lr", "5e-2", "--rank", "4", "--alpha", "2",
+                  "--text-encoder", "--checkpoint-every", "2", "--keep-checkpoints", "2"]
+        fast_validation = home.parent / "validation.toml"  # 2 sampler steps per validation image, not 20
+        fast_validation.write_text("validation_steps = 2\n", encoding="utf-8")
+        r = run_cli("train", "ink", *common, "--steps", "4", "--validate-every", "2", "--config", fast_validation,
+                    "--validation-prompt", "ink, 书法 永", "--validation-prompt", "a red circle")
+        assert r.exit_code == 0, r.stderr
+        r = run_cli("train", "ink", *common, "--name", "ink2", "--steps", "2")
+        assert r.exit_code == 0, r.stderr
+    return home
+
+
+@pytest.fixture
+def checkpointed(styler_home, checkpointed_template):
+    """This test's own copy of the checkpointed home."""
+    shutil.copytree(checkpointed_template, styler_home, symlinks=True)
+    return styler_home

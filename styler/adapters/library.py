@@ -137,6 +137,11 @@ def infotext_adapters(recorded: list[dict], *, registry: Registry | None = None)
     reg = registry or Registry()
     out = []
     for a in recorded:
+        if a.get("checkpoint"):  # an earlier training step: no exported file has these weights, so no hash
+            kind = "textual-inversion" if a.get("method") == "textual-inversion" else "lora"
+            out.append({"name": f"{str(a.get('name', '')).replace('/', '_')}-step{a.get('train_step')}",
+                        "weight": a.get("weight", 1.0), "te_weight": a.get("te_weight"), "hash": "", "kind": kind})
+            continue
         key = (str(a.get("id", "")), str(a.get("hash", "")))
         if key not in _INFOTEXT_CACHE:
             try:

@@ -51,6 +51,7 @@ class Request:
     mask: str | None = None
     strength: float = 0.6
     batch: int = 1  # images per forward pass (each from its own seed: the same images as one at a time)
+    adapter_steps: dict = field(default_factory=dict)  # adapter spec (as in `adapters`) -> training step to use
     extra: dict = field(default_factory=dict)  # e.g. {"grid": …, "sweep": …}
 
     def validate(self) -> None:
@@ -78,14 +79,15 @@ class Request:
             check_seed(self.seed + self.n - 1)
 
 
-def resolve_choices(reg: Registry, specs) -> list[AdapterChoice]:
+def resolve_choices(reg: Registry, specs, steps: dict | None = None) -> list[AdapterChoice]:
+    """The adapters of a request; `steps` (spec -> training step) picks an earlier step's weights."""
     choices, seen = [], {}
     for spec, weight, te in specs:
         record = reg.resolve(Adapter, spec)
         if record.id in seen or record.name in {c.record.name for c in choices}:
             raise UsageError(f"{parse_name(spec).full} is given twice; give each adapter once with its total weight")
         seen[record.id] = spec
-        choices.append(AdapterChoice(record, 1.0 if weight is None else weight, te))
+        choices.append(AdapterChoice(record, 1.0 if weight is None else weight, te, (steps or {}).get(spec)))
     return choices
 
 
@@ -161,7 +163,7 @@ def generate(req: Request, *, registry: Registry | None = None, session: Session
     req.validate()
     check_out_dir(out_dir)
     reg = registry or Registry()
-    choices = resolve_choices(reg, req.adapters)
+    choices = resolve_choices(reg, req.adapters, req.adapter_steps)
     image = mask = None
     if req.content:
         image, mask = prepare_content(req, warn)
@@ -253,7 +255,10 @@ def out_file_name(o: Output) -> str:
     if not (params.get("sweep") or params.get("grid")):
         return f"{o.id}.png"
     parts = [f"{a.get('name', '?')}-{float(a.get('weight', 1)):g}" for a in o.adapters] or ["base"]
-    stem = "_".join(parts + [f"seed{o.seed}"])
+    # a grid's other axes too (weights, scales and the seed are in the name already)
+    cell = [f"{k.partition(':')[0]}-{str(v)[:40]}" for k, v in (params.get("grid") or {}).items()
+            if k not in ("scale", "unet-scale", "seed") and not k.startswith("weight:")]
+    stem = "_".join(parts + [f"seed{o.seed}"] + cell)
     stem = "".join(c if c.isalnum() or c in "-._" else "-" for c in stem)
     return f"{stem}_{o.id}.png"
 

@@ -228,7 +228,7 @@ def validate(cfg: TrainConfig) -> None:
     need(cfg.processes >= 1, "--processes must be >= 1")
     need(cfg.loader_workers is None or cfg.loader_workers >= 0, f"--loader-workers must be >= 0 (got {cfg.loader_workers})")
     need(cfg.validate_every >= 0 and cfg.checkpoint_every >= 0, "--validate-every/--checkpoint-every must be >= 0")
-    need(cfg.keep_checkpoints >= 1, "keep_checkpoints must be >= 1")
+    need(cfg.keep_checkpoints >= 1, f"--keep-checkpoints must be >= 1 (got {cfg.keep_checkpoints})")
     need(_non_negative(cfg.max_grad_norm), f"max_grad_norm must be >= 0 and finite (got {cfg.max_grad_norm}; "
          "0 turns clipping off)")
     need(cfg.vectors >= 1, "--vectors must be >= 1")
