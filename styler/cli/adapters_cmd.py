@@ -9,7 +9,7 @@ import typer
 
 from .common import escape, note, out, print_json, registry
 
-app = typer.Typer(no_args_is_help=True, help="Adapters: list and inspect LoRAs and embeddings.",
+app = typer.Typer(no_args_is_help=True, help="Adapters: import, inspect, merge and export LoRA, LyCORIS (LoHa, LoKr) and embedding files.",
                   context_settings={"help_option_names": ["-h", "--help"]})
 Json = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
