@@ -8,6 +8,14 @@ from pathlib import Path
 
 import pytest
 
+# Under pytest-xdist each worker gets its share of the cores for torch's threads (and so do the
+# processes it starts, which inherit the variable): two workers of two threads each on two cores
+# oversubscribe them, and OpenMP's spinning barriers then make every torch op crawl. Set here, at
+# import, before any test module imports torch. An OMP_NUM_THREADS the caller set is kept.
+if os.environ.get("PYTEST_XDIST_WORKER") and "OMP_NUM_THREADS" not in os.environ:
+    _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    os.environ["OMP_NUM_THREADS"] = str(max(1, _cores // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
+
 # The longest tests, started first: with `--dist worksteal` (pyproject addopts) the other worker
 # takes the rest and steals from this one's queue, so both finish together. Collected late, the
 # world effects test alone (~2-3 minutes) once kept one worker busy after the other was done.
