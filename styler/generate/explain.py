@@ -148,6 +148,26 @@ def _grid_shape(n: int, latent_hw: tuple[int, int]) -> tuple[int, int]:
     return h, w
 
 
+def attention_probs(attn, hidden_states, context):
+    """softmax(QKᵀ·scale) of one diffusers `Attention` layer, in fp32: (batch·heads, positions,
+    tokens), the probabilities its processor applies to the values (no mask: SD's cross-attention
+    has none)."""
+    hs, ctx = hidden_states, context
+    if hs.ndim == 4:
+        hs = hs.flatten(2).transpose(1, 2)
+    if attn.group_norm is not None:
+        hs = attn.group_norm(hs.transpose(1, 2)).transpose(1, 2)
+    if attn.norm_cross:
+        ctx = attn.norm_encoder_hidden_states(ctx)
+    q = attn.head_to_batch_dim(attn.to_q(hs)).float()
+    k = attn.head_to_batch_dim(attn.to_k(ctx)).float()
+    if getattr(attn, "norm_q", None) is not None:
+        q = attn.norm_q(q)
+    if getattr(attn, "norm_k", None) is not None:
+        k = attn.norm_k(k)
+    return attn.get_attention_scores(q, k, None)
+
+
 class _RecordingProcessor:
     """Runs the layer's own processor for the output and records its attention beside it."""
 
@@ -174,21 +194,8 @@ class CrossAttentionRecorder:
     def add(self, name: str, attn, hidden_states, context) -> None:
         import torch
 
-        hs, ctx = hidden_states[-1:], context[-1:]
-        if hs.ndim == 4:
-            hs = hs.flatten(2).transpose(1, 2)
-        if attn.group_norm is not None:
-            hs = attn.group_norm(hs.transpose(1, 2)).transpose(1, 2)
-        if attn.norm_cross:
-            ctx = attn.norm_encoder_hidden_states(ctx)
-        q = attn.head_to_batch_dim(attn.to_q(hs)).float()
-        k = attn.head_to_batch_dim(attn.to_k(ctx)).float()
-        if getattr(attn, "norm_q", None) is not None:
-            q = attn.norm_q(q)
-        if getattr(attn, "norm_k", None) is not None:
-            k = attn.norm_k(k)
-        probs = attn.get_attention_scores(q, k, None).mean(0)  # (positions, tokens), heads averaged
-        per_word = torch.stack([probs[:, p].sum(-1) for p in self.positions], -1)
+        probs = attention_probs(attn, hidden_states[-1:], context[-1:]).mean(0)  # heads averaged
+        per_word = torch.stack([probs[:, p].sum(-1) for p in self.positions], -1)  # (positions, words)
         self.sums[name] = self.sums.get(name, 0) + per_word.detach().cpu()
         self.counts[name] = self.counts.get(name, 0) + 1
 
