@@ -112,6 +112,8 @@ def resolve_words(pipe, prompt: str, words: list[str], warn) -> list[tuple[str, 
     prompt's words."""
     seen, resolved = set(), []
     tok = pipe.tokenizer
+    text = getattr(pipe, "maybe_convert_prompt", lambda p, _t: p)(prompt, tok)
+    ids = tok(text, truncation=True, max_length=tok.model_max_length).input_ids
     for word in words:
         word = word.strip()
         if not word:
@@ -125,11 +127,9 @@ def resolve_words(pipe, prompt: str, words: list[str], warn) -> list[tuple[str, 
                      if _spans(prompt, word, True) else "not a word of the prompt")
             raise UsageError(f"--token {word!r} is {where}; the prompt's words are: "
                              f"{', '.join(prompt_words(prompt)) or '(none)'}")
-        ids = tok(prompt, truncation=True, max_length=tok.model_max_length).input_ids
-        if tok.unk_token_id is not None and tok.unk_token_id != tok.eos_token_id and all(
-                ids[p] == tok.unk_token_id for p in positions):
-            warn(f"--token {word}: this base's tokenizer knows no token for it ({tok.unk_token}); its map is "
-                 f"the unknown token's")
+        if tok.unk_token_id is not None and all(ids[p] == tok.unk_token_id for p in positions):
+            warn(f"--token {word}: this base's tokenizer has no token for it (it reads {tok.unk_token}), so its "
+                 f"map is the unknown token's at that place")
         resolved.append((word, positions))
     return resolved
 
@@ -364,6 +364,7 @@ def explain(req: Request, words: list[str], layers: str = "attn", *, registry: R
         recorder = CrossAttentionRecorder([p for _, p in resolved], (req.height // factor, req.width // factor))
     else:
         recorder = BlockEnergyRecorder()
+    out_existed = out_path is not None and out_path.exists()
     with recorder.installed(unet):
         (output,) = render_and_store([(req, seed)], session, recorded, reg, out_dir=out_path)
 
@@ -376,12 +377,13 @@ def explain(req: Request, words: list[str], layers: str = "attn", *, registry: R
     else:
         maps = [HeatMap(label, normalise(r), r, {"block": label, "shape": recorder.shapes[label]})
                 for label, r in recorder.maps(size)]
-    return _write(output, layers, image, maps, reg, out_path)
+    return _write(output, layers, image, maps, reg, out_path, out_existed)
 
 
-def _write(output: Output, layers: str, image, maps: list[HeatMap], reg: Registry, out_path: Path | None) -> Explanation:
+def _write(output: Output, layers: str, image, maps: list[HeatMap], reg: Registry, out_path: Path | None,
+           out_existed: bool) -> Explanation:
     """The overlays and the sheet, each written atomically; on any failure the files written so
-    far, the image's PNG and its output record are taken back."""
+    far, the image's PNG, its output record and a folder made for them are taken back."""
     import io
 
     from ..files import write_bytes_atomic
@@ -391,7 +393,7 @@ def _write(output: Output, layers: str, image, maps: list[HeatMap], reg: Registr
 
     folder = out_path or reg.home / "explain" / output.id
     image_file = out_path / out_file_name(output) if out_path else None
-    made_folder = not folder.exists()
+    made_folder = not out_existed if out_path else not folder.exists()
     written: list[Path] = []
 
     def put(name: str, picture) -> Path:
@@ -409,18 +411,16 @@ def _write(output: Output, layers: str, image, maps: list[HeatMap], reg: Registr
             pic = overlay(image, m.values)
             pictures.append(pic)
             files[m.label] = put(f"{output.id}_{layers}-{_file_label(m.label, taken)}.png", pic)
-        labels = ["image"] + [m.label if layers == "attn" else f"{m.label} · {m.detail['shape'][1]}×{m.detail['shape'][2]}"
+        labels = ["image"] + [m.label if layers == "attn" else "{} · {}×{}".format(m.label, *m.detail["shape"][1:])
                               for m in maps]
         title = output.prompt if layers == "attn" else f"{output.prompt} — block energy (mean |activation|)"
         sheet = make_strip([image, *pictures], labels, title=title, cell_size=_cell(image))
         sheet_file = put(f"{output.id}_{layers}-sheet.png", sheet)
     except BaseException:
-        for path in written:
+        for path in written + ([image_file] if image_file is not None else []):
             path.unlink(missing_ok=True)
         if made_folder and folder.exists() and not any(folder.iterdir()):
             folder.rmdir()
-        if image_file is not None:
-            image_file.unlink(missing_ok=True)
         reg.remove(Output, output.id)
         raise
     return Explanation(output=output, layers=layers, image=image, maps=maps, files=files, sheet=sheet_file,
