@@ -15,6 +15,12 @@ same `render_and_store`), with two kinds of recorder in place for that one rende
 Both are averaged over the denoising steps. Each layer's map is upsampled (bilinear) to the image
 size, then the layers are averaged with equal weight. The processors and hooks are removed in a
 ``finally``, so later renders are what they would have been.
+
+Checked against DAAM (castorini/daam at 09564e048cf5ffc1523aa0605736e7f178ca505a, its own
+`daam.trace` run on the tiny pipeline, latent size set to tiny's 8×8): same image, and per-word
+maps with Pearson r 0.997 ("circle") and 0.991 ("background") to ours without the mid block (DAAM
+leaves it out by default). DAAM sums over steps where this averages (a factor of the step count)
+and upsamples bicubic where this is bilinear.
 """
 
 from __future__ import annotations
