@@ -34,7 +34,7 @@ from registry import Output, Registry
 
 from ..errors import UsageError
 from .engine import Session
-from .service import MAX_TOKENS, Request, check_out_dir, check_size, prompt_cut, render_and_store, resolve_choices
+from .service import MAX_TOKENS, Request, check_out_dir, prepare, render_and_store
 
 LAYERS = ("attn", "conv")
 _EDGE_PUNCT = ",.;:!?()[]{}\"'`，。、；：！？（）【】《》「」"
@@ -348,17 +348,9 @@ def explain(req: Request, words: list[str], layers: str = "attn", *, registry: R
     if req.content:
         raise UsageError("explain renders text to image; it takes no content image")
     req.n = 1
-    req.validate()
     out_path = check_out_dir(out_dir)
-    reg = registry or Registry()
-    choices = resolve_choices(reg, req.adapters)
-    session = session or Session.open(req.extra.get("base"), placement)
-    check_size(req, session.pipe)
-    cut = prompt_cut(session.pipe, req.prompt)
-    if cut:
-        warn(f"the prompt is longer than {MAX_TOKENS} tokens; this part is cut: {cut!r}")
-    session.set_scheduler(req.scheduler)
-    recorded = session.apply(choices, reg, warn)  # textual-inversion words are known from here on
+    reg, session, recorded, _, _ = prepare(req, registry=registry, session=session, out_dir=out_dir, warn=warn,
+                                           placement=placement)  # textual-inversion words are known from here on
     resolved = resolve_words(session.pipe, req.prompt, words, warn) if layers == "attn" else []
     seed = req.seed if req.seed is not None else random.SystemRandom().randint(0, 2**32 - 1)
     req.extra = {**req.extra, "explain": {"layers": layers, "tokens": {w: p for w, p in resolved}}}
