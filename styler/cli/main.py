@@ -78,6 +78,9 @@ def _add_groups() -> None:
     app.add_typer(adapters_cmd.app, name="adapters", rich_help_panel="Train")
     generate_cmd.register(app)
     eval_cmd.register(app)
+    from . import explain_cmd
+
+    explain_cmd.register(app)
     app.add_typer(models_cmd.app, name="models", rich_help_panel="Setup")
     app.add_typer(registry_cmd.app, name="registry", rich_help_panel="Setup")
     from . import tui_cmd

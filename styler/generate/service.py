@@ -159,6 +159,18 @@ def generate(req: Request, *, registry: Registry | None = None, session: Session
              out_dir: str | Path | None = None, warn=None, placement=None) -> list[Output]:
     """Render req.n images, req.batch per forward pass, and register each one; returns their output
     records. Without a session, the base is loaded on `placement` (default: resolve_placement())."""
+    reg, session, recorded, image, mask = prepare(req, registry=registry, session=session, out_dir=out_dir,
+                                                  warn=warn, placement=placement)
+    first = req.seed if req.seed is not None else random.SystemRandom().randint(0, 2**32 - req.n)
+    jobs = [(req, first + i) for i in range(req.n)]
+    return render_and_store(jobs, session, recorded, reg, out_dir=out_dir, image=image, mask=mask)
+
+
+def prepare(req: Request, *, registry: Registry | None = None, session: Session | None = None,
+            out_dir: str | Path | None = None, warn=None, placement=None):
+    """Everything `generate` does before it renders (checks, adapters resolved, base loaded,
+    scheduler set, the mix folded in); returns (registry, session, recorded adapters, content
+    image, mask). `styler explain` renders through it too, so both draw the same image."""
     warn = warn or (lambda m: None)
     req.validate()
     check_out_dir(out_dir)
@@ -176,9 +188,7 @@ def generate(req: Request, *, registry: Registry | None = None, session: Session
         warn(f"the prompt is longer than {MAX_TOKENS} tokens; this part is cut: {cut!r}")
     session.set_scheduler(req.scheduler)
     recorded = session.apply(choices, reg, warn)
-    first = req.seed if req.seed is not None else random.SystemRandom().randint(0, 2**32 - req.n)
-    jobs = [(req, first + i) for i in range(req.n)]
-    return render_and_store(jobs, session, recorded, reg, out_dir=out_dir, image=image, mask=mask)
+    return reg, session, recorded, image, mask
 
 
 def render_and_store(jobs: list[tuple[Request, int]], session: Session, recorded: list[dict], reg: Registry, *,
