@@ -102,10 +102,14 @@ def _lora_shape(header: dict, meta: dict) -> tuple[int | None, float | None, lis
     for key, info in header.items():
         if key == "__metadata__" or not isinstance(info, dict):
             continue
-        for suffix in (".lora_A.weight", ".lora_down.weight", ".lora.down.weight", ".lora_linear_layer.down.weight"):
+        for suffix in (".lora_A.weight", ".lora_down.weight", ".lora.down.weight", ".lora_linear_layer.down.weight",
+                       ".hada_w1_b", ".lokr_w2_b", ".lokr_w1_b"):  # LoHa / LoKr: rank = that factor's rows
             if key.endswith(suffix):
                 shape = info.get("shape") or [0]
-                modules[key[: -len(suffix)]] = (key.split(".", 1)[0], int(shape[0]))
+                stem = key[: -len(suffix)]
+                modules[stem] = (key.split(".", 1)[0], max(int(shape[0]), modules.get(stem, ("", 0))[1]))
+        if key.endswith((".lokr_w1", ".lokr_w2")):  # a LoKr whose factors are whole has no rank
+            modules.setdefault(key.rsplit(".", 1)[0], (key.split(".", 1)[0], 0))
     rank = alpha = None
     if meta.get("ss_network_dim"):
         try:
@@ -121,7 +125,7 @@ def _lora_shape(header: dict, meta: dict) -> tuple[int | None, float | None, lis
         if ranks:
             rank = max(ranks)
         elif modules:
-            rank = max(r for _, r in modules.values())
+            rank = max(r for _, r in modules.values()) or None
         alpha = float(max(alphas)) if alphas else (float(rank) if rank is not None else None)
     targets = set()
     for module, (component, _) in modules.items():

@@ -77,7 +77,7 @@ class Adapter(_Versioned):
 
     TABLE: ClassVar[str] = "adapters"
 
-    method: str = "lora"  # lora | dreambooth | textual-inversion | imported | merged
+    method: str = "lora"  # lora | adalora | dreambooth | textual-inversion | imported | merged | loha | lokr | lycoris
     blob: str = ""  # sha256 of the .safetensors file
     base: dict = field(default_factory=dict)  # {"name": ..., "hash": ...}
     run_id: str | None = None
@@ -112,6 +112,7 @@ class Run(Record):
     pid_started: str = ""  # the process's start time (process_started), so a reused pid is not this run
     device: str = ""  # where rank 0 trained ("cuda:0", "cpu") and the frozen weights' dtype ("bf16", …)
     dtype: str = ""
+    results: dict = field(default_factory=dict)  # what a method reports beyond the adapter (AdaLoRA's final ranks)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]):

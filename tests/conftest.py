@@ -8,6 +8,14 @@ from pathlib import Path
 
 import pytest
 
+# Under pytest-xdist each worker gets its share of the cores for torch's threads (and so do the
+# processes it starts, which inherit the variable): two workers of two threads each on two cores
+# oversubscribe them, and OpenMP's spinning barriers then make every torch op crawl. Set here, at
+# import, before any test module imports torch. An OMP_NUM_THREADS the caller set is kept.
+if os.environ.get("PYTEST_XDIST_WORKER") and "OMP_NUM_THREADS" not in os.environ:
+    _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    os.environ["OMP_NUM_THREADS"] = str(max(1, _cores // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
+
 # The longest tests, started first: with `--dist worksteal` (pyproject addopts) the other worker
 # takes the rest and steals from this one's queue, so both finish together. Collected late, the
 # world effects test alone (~2-3 minutes) once kept one worker busy after the other was done.
@@ -84,4 +92,39 @@ def styled_template(tmp_path_factory, tiny_base_dir):
 def styled(styler_home, styled_template):
     """This test's own copy of the styled home."""
     shutil.copytree(styled_template, styler_home, symlinks=True)
+    return styler_home
+
+
+@pytest.fixture(scope="session")
+def checkpointed_template(tmp_path_factory, tiny_base_dir):
+    """A home with one LoRA (UNet + text encoder) trained 4 steps, with validation images at steps 2 and 4
+    (two prompts) and a checkpoint at step 2, and the same training stopped at step 2 (`ink2`), built
+    once per session."""
+    from styler.models.tiny import tiny_dir
+    from tests.helpers import home_env, run_cli
+
+    home = tmp_path_factory.mktemp("checkpointed") / "home"
+    with home_env(home):
+        target = tiny_dir(home)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(tiny_base_dir, target)
+        from styler.data.library import synth_dataset
+
+        synth_dataset("ink", kind="calligraphy", n=4, size=32, seed=0)
+        common = ["--base", "tiny", "--resolution", "32", "--lr", "5e-2", "--rank", "4", "--alpha", "2",
+                  "--text-encoder", "--checkpoint-every", "2", "--keep-checkpoints", "2"]
+        fast_validation = home.parent / "validation.toml"  # 2 sampler steps per validation image, not 20
+        fast_validation.write_text("validation_steps = 2\n", encoding="utf-8")
+        r = run_cli("train", "ink", *common, "--steps", "4", "--validate-every", "2", "--config", fast_validation,
+                    "--validation-prompt", "ink, 书法 永", "--validation-prompt", "a red circle")
+        assert r.exit_code == 0, r.stderr
+        r = run_cli("train", "ink", *common, "--name", "ink2", "--steps", "2")
+        assert r.exit_code == 0, r.stderr
+    return home
+
+
+@pytest.fixture
+def checkpointed(styler_home, checkpointed_template):
+    """This test's own copy of the checkpointed home."""
+    shutil.copytree(checkpointed_template, styler_home, symlinks=True)
     return styler_home

@@ -19,6 +19,10 @@ Written layouts:
   `sshs_model_hash`/`sshs_legacy_hash` computed as kohya's `precalculate_safetensors_hashes` does. All
   modules get the most common alpha, other layers' alpha ratio folded into their up weights (ΔW
   unchanged): diffusers' kohya loader silently drops differing per-module alphas (measured, 0.42).
+  LoHa/LoKr layers (lycoris.py) are written as LyCORIS writes them: `<stem>.hada_w1_a` … /
+  `<stem>.lokr_w1` …, flat conv factors, and their own `.alpha` each (A1111 and ComfyUI read alpha
+  per module; diffusers' kohya loader reads no LyCORIS layer at all); metadata
+  `ss_network_module` "lycoris.kohya" and `ss_network_args` {"algo": …}.
   DoRA is not written: A1111 (network.py apply_weight_decompose) and ComfyUI (lora.py
   weight_decompose) read `.dora_scale` as a magnitude per input column, peft's DoRA (what styler
   trains) has one per output row, and there is no exact conversion. Reading, a `.dora_scale` of
@@ -26,6 +30,10 @@ Written layouts:
 - "diffusers": pre-peft layout `unet.<module>.lora.down.weight`/`.up.weight`,
   `text_encoder.text_model.<module>.lora_linear_layer.down.weight`/`.up.weight`. It has no place for an alpha
   (diffusers loads it at alpha = rank), so alpha/rank is baked into the up weights.
+
+styler's stored files hold LoHa/LoKr layers in the peft layout's way, `unet.<module>.hada_w1_a` … and
+`unet.<module>.alpha` (a 0-d tensor), with conv factors in their kernel shape (lora.py); no peft or
+diffusers loader reads them, so `styler adapters export` writes such adapters only as kohya files.
 
 An exported "peft" file (`styler adapters export --format peft`, library.export_payload) is written
 from `AdapterData.unit_scale()`: alpha/rank baked into lora_B and the metadata saying alpha = rank,
@@ -47,7 +55,8 @@ from collections import Counter
 from pathlib import Path
 
 from ..errors import InputError, UsageError
-from .lora import AdapterData, LoraLayer
+from . import lycoris
+from .lora import LAYER_NAMES, AdapterData, LoraLayer
 from .ti import tokens_for
 
 WRITE_FORMATS = ("peft", "kohya", "diffusers")
@@ -58,9 +67,12 @@ _PEFT = re.compile(r"^(?:(unet|text_encoder)\.)?(.+)\.(lora_A|lora_B)(?:\.defaul
 _PEFT_MAG = re.compile(r"^(?:(unet|text_encoder)\.)?(.+)\.lora_magnitude_vector(?:\.default)?(?:\.weight)?$")
 _DIFF = re.compile(r"^(?:(unet|text_encoder)\.)?(.+)\.(?:lora|lora_linear_layer)\.(down|up)\.weight$")
 _DIFF_OLD = re.compile(r"\.(to_q|to_k|to_v|to_out)_lora\.(down|up)\.weight$")
-_KOHYA = re.compile(r"^lora_(unet|te|te1|te2)_(\w+)\.(lora_down\.weight|lora_up\.weight|alpha|dora_scale)$")
+_KOHYA = re.compile(rf"^lora_(unet|te|te1|te2)_(\w+)\.(lora_down\.weight|lora_up\.weight|alpha|dora_scale|"
+                    rf"{lycoris.PART_PATTERN})$")
+_KOHYA_ANY = re.compile(r"^lora_(?:unet|te\d?)_\w+\.(.+)$")
 _KOHYA_PREFIX = re.compile(r"^lora_(unet|te\d?)_")
-_KOHYA_PART = {"lora_down.weight": "down", "lora_up.weight": "up", "alpha": "alpha", "dora_scale": "magnitude"}
+_KOHYA_PART = {"lora_down.weight": "down", "lora_up.weight": "up", "alpha": "alpha", "dora_scale": "magnitude",
+               **{part: part for part in lycoris.PARTS}}
 _OLD_TE = {"to_q": "q_proj", "to_k": "k_proj", "to_v": "v_proj", "to_out": "out_proj"}
 # SD-1.5 module-name words that contain "_", for kohya names read without the model's module list
 _SD_WORDS = ("transformer_blocks", "down_blocks", "up_blocks", "mid_block", "time_emb_proj", "conv_shortcut",
@@ -109,7 +121,7 @@ def _classify(p: Path, shapes: dict, meta: dict) -> str:
     keys = list(shapes)
     if keys and any(_KOHYA_PREFIX.match(k) for k in keys):
         return "kohya"
-    if any(_PEFT.match(k) for k in keys):
+    if any(_PEFT.match(k) or lycoris.STORED_KEY.match(k) for k in keys):
         return "peft"
     if any(_DIFF.match(k) or _DIFF_OLD.search(k) for k in keys):
         return "diffusers"
@@ -144,6 +156,8 @@ def _parse_peft(key: str):
         return m.group(1), m.group(2), "down" if m.group(3) == "lora_A" else "up"
     if m := _PEFT_MAG.match(key):
         return m.group(1), m.group(2), "magnitude"
+    if m := lycoris.STORED_KEY.match(key):
+        return m.group(1), m.group(2), m.group(3)
     return None
 
 
@@ -221,7 +235,11 @@ def _ldm_kohya_module(stem: str, layers_per_block: int) -> str | None:
 def _parse_kohya(p: Path, key: str, table: dict, layers_per_block: int = 2, cache: dict | None = None):
     m = _KOHYA.match(key)
     if not m:
-        raise InputError(f"{p}: unsupported key {key} (only plain LoRA/LoCon is read: no LoHa, LoKr or CP layers)")
+        other = _KOHYA_ANY.match(key)
+        kind = lycoris.other_kind(other.group(1)) if other else None
+        if kind:
+            raise InputError(f"{p}: {key} is a LyCORIS {kind} layer; {lycoris.READS}")
+        raise InputError(f"{p}: unsupported key {key} ({lycoris.READS})")
     net, flat, part = m.groups()
     if net == "te2":
         raise InputError(f"{p}: {key} is for a second text encoder (SDXL); styler reads SD-1.5 adapters")
@@ -297,6 +315,10 @@ def read_adapter(path, module_names: dict | None = None) -> AdapterData:
     cfgs = {c: _component_meta(meta, c) for c in ("unet", "text_encoder")}
     layers = {}
     for (comp, module), slot in parts.items():
+        lyco = lycoris.build_layer(str(p), comp, module, slot)
+        if lyco is not None:
+            layers[(comp, module)] = lyco
+            continue
         if "down" not in slot or "up" not in slot:
             missing = "up" if "down" in slot else "down"
             raise InputError(f"{p}: {comp}.{module} has no {missing} weight; the file is incomplete")
@@ -370,8 +392,19 @@ def _find_module(model, comp: str, module: str):
     return None
 
 
-def _delta_shape(layer: LoraLayer) -> list[int]:
-    return [int(layer.up.shape[0]), *map(int, layer.down.shape[1:])]
+def _fits(layer, shape: list[int]) -> bool:
+    """A LoRA's ΔW has the module's shape; a LoHa/LoKr's may have it flat ([out, in·kh·kw], as
+    LyCORIS writes conv factors)."""
+    want = layer.delta_shape
+    if want == shape:
+        return True
+    return layer.kind != "lora" and len(want) == 2 and want[0] == shape[0] and want[1] == math.prod(shape[1:])
+
+
+def _weight(pipe, comp: str, module: str):
+    model = getattr(pipe, comp, None)
+    mod = _find_module(model, comp, module) if model is not None else None
+    return getattr(getattr(mod, "base_layer", mod), "weight", None)
 
 
 def check_compatible(data: AdapterData, pipe) -> None:
@@ -384,14 +417,22 @@ def check_compatible(data: AdapterData, pipe) -> None:
                 raise InputError(f"{head} embedding {token!r}: {int(vec.shape[-1])} dims vs the text encoder's {dim}")
         return
     for layer in data.layers.values():
-        model = getattr(pipe, layer.component, None)
-        mod = _find_module(model, layer.component, layer.module) if model is not None else None
-        weight = getattr(getattr(mod, "base_layer", mod), "weight", None)
+        weight = _weight(pipe, layer.component, layer.module)
         if weight is None:
             raise InputError(f"{head} {layer.component}.{layer.module}: the base has no module {layer.module}")
-        want, have = _delta_shape(layer), list(weight.shape)
-        if want != have:
+        want, have = layer.delta_shape, list(weight.shape)
+        if not _fits(layer, have):
             raise InputError(f"{head} {layer.component}.{layer.module}: adapter ΔW {want} vs model weight {have}")
+
+
+def fit_kernels(data: AdapterData, pipe) -> AdapterData:
+    """`data` (checked by `check_compatible`) with every LoHa/LoKr conv factor in its module's
+    kernel shape (lora.py), so its ΔW, and any merge of it, has the module's shape."""
+    from dataclasses import replace
+
+    layers = {key: layer if layer.kind == "lora" else layer.with_kernel(list(_weight(pipe, *key).shape))
+              for key, layer in data.layers.items()}
+    return replace(data, layers=layers)
 
 
 # ---------------------------------------------------------------- writing
@@ -439,11 +480,14 @@ def _lora_tensors(data: AdapterData, fmt: str) -> tuple[dict, dict]:
 
     tensors, meta = {}, {}
     layers = list(data.layers.values())
-    common = _most_common(float(layer.alpha) for layer in layers)
+    loras = [layer for layer in layers if layer.kind == "lora"]
+    common = _most_common(float(layer.alpha) for layer in loras or layers)
     for layer in layers:
         comp, module = layer.component, layer.module
         path = f"text_model.{module}" if comp == "text_encoder" else module  # transformers 4 / ComfyUI paths
-        if fmt == "peft":
+        if layer.kind != "lora":
+            tensors.update(_lycoris_tensors(layer, fmt, path))
+        elif fmt == "peft":
             stem = f"{comp}.{path}"
             tensors[f"{stem}.lora_A.weight"] = _tensor(layer.down)
             tensors[f"{stem}.lora_B.weight"] = _tensor(layer.up)
@@ -472,15 +516,48 @@ def _lora_tensors(data: AdapterData, fmt: str) -> tuple[dict, dict]:
     if fmt == "peft":
         flat = {}
         for comp in ("unet", "text_encoder"):
-            own = [layer for layer in layers if layer.component == comp]
+            own = [layer for layer in loras if layer.component == comp]
             if own:
                 flat.update({f"{comp}.{k}": v for k, v in _peft_config(own).items()})
-        meta[LORA_META_KEY] = json.dumps(flat, indent=2, sort_keys=True)
+        if flat:
+            meta[LORA_META_KEY] = json.dumps(flat, indent=2, sort_keys=True)
     elif fmt == "kohya":
-        meta["ss_network_dim"] = str(_most_common(layer.rank for layer in layers))
+        ranks = [layer.rank for layer in layers if layer.rank is not None]
+        meta["ss_network_dim"] = str(_most_common(ranks) if ranks else 1)
         meta["ss_network_alpha"] = f"{common:g}"
+        kinds = data.lycoris_kinds()
+        if kinds:  # what LyCORIS's kohya network writes (sd-scripts' --network_module lycoris.kohya)
+            meta["ss_network_module"] = "lycoris.kohya"
+            args = _json_dict(meta.get("ss_network_args") or data.metadata.get("ss_network_args"))
+            args["algo"] = kinds[0] if len(kinds) == 1 else args.get("algo", kinds[0])
+            meta["ss_network_args"] = json.dumps(args, sort_keys=True)
         meta.setdefault("ss_network_module", "networks.lora")
     return tensors, meta
+
+
+def _json_dict(text) -> dict:
+    try:
+        value = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _lycoris_tensors(layer, fmt: str, path: str) -> dict:
+    """A LoHa/LoKr layer's tensors: kohya keys as LyCORIS writes them, or styler's stored layout."""
+    import torch
+
+    if fmt == "diffusers":
+        raise UsageError(f"{layer.component}.{layer.module} is a {LAYER_NAMES[layer.kind]} layer: a diffusers file "
+                         f"holds only LoRA (B·A) layers; write it --format kohya")
+    if fmt == "kohya":
+        net = "lora_unet_" if layer.component == "unet" else "lora_te_text_model_"
+        stem = net + layer.module.replace(".", "_")
+    else:
+        stem = f"{layer.component}.{path}"
+    out = {f"{stem}.{part}": _tensor(t) for part, t in layer.tensors(flat=fmt == "kohya").items()}
+    out[f"{stem}.alpha"] = torch.tensor(float(layer.alpha), dtype=torch.float32)
+    return out
 
 
 def safetensors_bytes(tensors: dict, metadata: dict | None = None) -> bytes:

@@ -18,6 +18,11 @@ def _store(reg: Registry, name: str, data, *, method: str, base: dict, metadata:
     """Write canonical data as a styler (peft-layout) file, store it as a blob, record it."""
     from .formats import write_adapter
 
+    ranks = sorted({layer.rank for layer in data.layers.values() if layer.rank is not None})
+    alphas = sorted({layer.alpha for layer in data.layers.values() if layer.rank is not None})
+    if data.kind == "lora" and data.lycoris_kinds() and ranks:
+        # LoHa/LoKr alphas live in tensors, which `registry rebuild` does not read: it reads these
+        metadata = {**metadata, "ss_network_dim": str(ranks[-1]), "ss_network_alpha": f"{alphas[-1]:g}"}
     with reg.locked():
         version = reg.next_version(Adapter, name)
         meta = {"styler.version": __version__, "styler.adapter": f"{name}@{version}", "styler.method": method,
@@ -26,8 +31,6 @@ def _store(reg: Registry, name: str, data, *, method: str, base: dict, metadata:
             path = Path(tmp) / "adapter.safetensors"
             write_adapter(data, path, "peft", metadata=meta)
             digest = BlobStore(reg.home).put_file(path)
-        ranks = sorted({layer.rank for layer in data.layers.values()})
-        alphas = sorted({layer.alpha for layer in data.layers.values()})
         targets = sorted({m.rsplit(".", 1)[-1] if c == "unet" else "text_encoder" for c, m in data.layers})
         record = Adapter(name=name, version=version, method=method, blob=digest, base=base,
                          rank=ranks[-1] if ranks else None, alpha=alphas[-1] if alphas else None,
@@ -38,11 +41,12 @@ def _store(reg: Registry, name: str, data, *, method: str, base: dict, metadata:
 
 
 def import_adapter(path: str | Path, name: str, *, base_spec: str | None = None, registry: Registry | None = None):
-    """Read a kohya/diffusers/peft LoRA or an embedding, check it fits the base, register it."""
+    """Read a kohya/diffusers/peft LoRA, a LyCORIS LoHa/LoKr or an embedding, check it fits the base,
+    register it (method "imported", or "loha" / "lokr" / "lycoris" for LyCORIS layers)."""
     from ..device import resolve_placement
     from ..models.load import load_pipeline
     from ..models.resolve import base_identity, resolve_base
-    from .formats import check_compatible, detect_format, model_module_names, read_adapter
+    from .formats import check_compatible, detect_format, fit_kernels, model_module_names, read_adapter
 
     reg = registry or Registry()
     full = parse_name(name, allow_version=False).full
@@ -56,10 +60,15 @@ def import_adapter(path: str | Path, name: str, *, base_spec: str | None = None,
     data = read_adapter(p, module_names=model_module_names(pipe))
     if data.kind == "lora":
         check_compatible(data, pipe)
+        data = fit_kernels(data, pipe)
     method = "textual-inversion" if data.kind == "textual-inversion" else "imported"
+    if data.kind == "lora" and data.method != "lora":
+        method = data.method
+    kinds = {k: sum(layer.kind == k for layer in data.layers.values()) for k in sorted(data.layer_kinds())}
     return _store(reg, full, data, method=method, base=base_identity(base),
                   metadata={"styler.imported_from": p.name, "styler.source_format": fmt},
-                  extra={"source_file": str(p.resolve()), "source_format": fmt})
+                  extra={"source_file": str(p.resolve()), "source_format": fmt,
+                         **({"layer_kinds": kinds} if data.lycoris_kinds() else {})})
 
 
 def a1111_name(record: Adapter) -> str:
@@ -82,7 +91,13 @@ def export_payload(record: Adapter, data, fmt: str) -> bytes:
     as `data` (the same bytes every time). A peft export has alpha/rank folded into lora_B (see
     formats' docstring): loaders that ignore the alpha metadata still apply it exactly."""
     from .formats import adapter_bytes
+    from .lora import LAYER_NAMES
 
+    kinds = data.lycoris_kinds() if data.kind == "lora" else []
+    if kinds and fmt in ("peft", "diffusers"):
+        names = "/".join(LAYER_NAMES[k] for k in kinds)
+        raise UsageError(f"{record.label} has {names} layers, and a {fmt} LoRA file holds only B·A layers (a {names} "
+                         f"ΔW is not one); export it --format kohya, which A1111, ComfyUI and LyCORIS read")
     if fmt == "peft" and data.kind == "lora":
         data = data.unit_scale()
     return adapter_bytes(data, fmt, _export_metadata(record, data, fmt))
@@ -122,6 +137,11 @@ def infotext_adapters(recorded: list[dict], *, registry: Registry | None = None)
     reg = registry or Registry()
     out = []
     for a in recorded:
+        if a.get("checkpoint"):  # an earlier training step: no exported file has these weights, so no hash
+            kind = "textual-inversion" if a.get("method") == "textual-inversion" else "lora"
+            out.append({"name": f"{str(a.get('name', '')).replace('/', '_')}-step{a.get('train_step')}",
+                        "weight": a.get("weight", 1.0), "te_weight": a.get("te_weight"), "hash": "", "kind": kind})
+            continue
         key = (str(a.get("id", "")), str(a.get("hash", "")))
         if key not in _INFOTEXT_CACHE:
             try:

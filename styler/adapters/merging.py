@@ -1,15 +1,16 @@
-"""Merging several LoRAs into one adapter.
+"""Merging several adapters into one LoRA.
 
-- concat: exact. Per layer the downs are stacked and the ups concatenated with each adapter's
-  weight·alpha/rank folded in, so B·A = Σ wᵢ·(αᵢ/rᵢ)·BᵢAᵢ; the ranks add up and alpha = rank.
-- svd: the same sum, truncated per layer to rank R by SVD (the best rank-R approximation in the
-  Frobenius norm); the relative error over all layers is reported.
+- concat: exact, for LoRAs. Per layer the downs are stacked and the ups concatenated with each
+  adapter's weight·alpha/rank folded in, so B·A = Σ wᵢ·(αᵢ/rᵢ)·BᵢAᵢ; the ranks add up and alpha = rank.
+  A LoHa's or LoKr's ΔW is not B·A, so concat refuses them rather than approximate.
+- svd: Σ wᵢ·ΔWᵢ of any layer kinds, truncated per layer to rank R by SVD (the best rank-R
+  approximation in the Frobenius norm); the relative error over all layers is reported.
 """
 
 from __future__ import annotations
 
 from ..errors import UsageError
-from .lora import AdapterData, LoraLayer
+from .lora import LAYER_NAMES, AdapterData, LoraLayer
 
 METHODS = ("concat", "svd")
 
@@ -29,6 +30,13 @@ def merge_concat(parts: list[tuple[str, AdapterData, float]]) -> AdapterData:
     import torch
 
     _check(parts)
+    for name, data, _ in parts:
+        kinds = data.lycoris_kinds()
+        if kinds:
+            what = "/".join(LAYER_NAMES[k] for k in kinds)
+            raise UsageError(f"{name} has {what} layers, whose ΔW is not B·A, so concat can't merge it exactly; "
+                             f"mix it when rendering (`styler mix`, exact) or merge with --method svd --rank R "
+                             f"(approximate, error reported)")
     keys = list(dict.fromkeys(k for _, data, _ in parts for k in data.layers))
     layers = {}
     for key in keys:
@@ -53,10 +61,8 @@ def merge_svd(parts: list[tuple[str, AdapterData, float]], rank: int) -> tuple[A
     _check(parts)
     if rank < 1:
         raise UsageError(f"--rank {rank} must be >= 1")
-    exact = merge_concat(parts)
     layers, err2, total2 = {}, 0.0, 0.0
-    for key, layer in exact.layers.items():
-        delta = layer.delta()
+    for key, delta in _weighted_deltas(parts).items():
         shape = delta.shape
         mat = delta.flatten(1).double()
         u, s, vh = torch.linalg.svd(mat, full_matrices=False)
@@ -73,3 +79,19 @@ def merge_svd(parts: list[tuple[str, AdapterData, float]], rank: int) -> tuple[A
         layers[key] = LoraLayer(key[0], key[1], down.contiguous(), up.contiguous(), float(r))
     rel = (err2 / total2) ** 0.5 if total2 > 0 else 0.0
     return AdapterData("lora", layers, format="peft"), rel
+
+
+def _weighted_deltas(parts: list[tuple[str, AdapterData, float]]) -> dict:
+    """(component, module) -> Σ wᵢ·ΔWᵢ in fp32, for every module a part with weight ≠ 0 changes."""
+    out = {}
+    for name, data, w in parts:
+        if w == 0:
+            continue
+        for key, layer in data.layers.items():
+            have = out.get(key)
+            d = layer.delta(None if have is None else have.shape) * w
+            if have is not None and have.shape != d.shape:
+                raise UsageError(f"{name}'s {key[0]}.{key[1]} has ΔW {list(d.shape)}, another adapter's is "
+                                 f"{list(have.shape)}: they are for different bases")
+            out[key] = d if have is None else have.add_(d)
+    return out

@@ -1,7 +1,8 @@
-"""Exact weighted mixing of LoRAs, folded into the weights once per mix.
+"""Exact weighted mixing of adapters, folded into the weights once per mix.
 
-For every module any chosen adapter targets, the weight used is W + Σᵢ wᵢ·(αᵢ/rᵢ)·BᵢAᵢ, with the
-sum accumulated in fp32 and cast once. (peft's add_weighted_adapter "linear" combines A and B
+For every module any chosen adapter targets, the weight used is W + Σᵢ wᵢ·ΔWᵢ, with the sum
+accumulated in fp32 and cast once. ΔW is each layer's own (lora.py): (αᵢ/rᵢ)·BᵢAᵢ for a LoRA, the
+Hadamard product of a LoHa, the Kronecker product of a LoKr, so LoRAs, LoHas and LoKrs mix exactly. (peft's add_weighted_adapter "linear" combines A and B
 separately and adds cross terms: not this.) The pristine weights are kept, and every mix starts
 from them, so any number of mixes never drifts (fuse/unfuse subtraction does: diffusers #5604).
 
@@ -98,7 +99,7 @@ class WeightMixer:
                 weight = _module(self.pipe, *key).weight
                 total = None
                 for e, layer, w in found:
-                    d = layer.delta()
+                    d = layer.delta(weight.shape)
                     if d.shape != weight.shape:
                         raise UsageError(f"{e.name} does not fit this base: {key[0]}.{key[1]} is "
                                          f"{list(weight.shape)}, the adapter's update is {list(d.shape)}")

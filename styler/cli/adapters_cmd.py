@@ -9,7 +9,7 @@ import typer
 
 from .common import escape, note, out, print_json, registry
 
-app = typer.Typer(no_args_is_help=True, help="Adapters: list and inspect LoRAs and embeddings.",
+app = typer.Typer(no_args_is_help=True, help="Adapters: import, inspect, merge and export LoRA, LyCORIS (LoHa, LoKr) and embedding files.",
                   context_settings={"help_option_names": ["-h", "--help"]})
 Json = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
@@ -65,8 +65,16 @@ def show(
     out.print(f"[bold]{escape(a.label)}[/]  ({a.method})  id {a.id}")
     out.print(f"  file      {escape(str(path))}")
     out.print(f"  base      {escape(a.base.get('name', '?'))} ({a.base.get('hash', '')[:12]}…)")
-    if a.rank:
-        out.print(f"  lora      rank {a.rank}, alpha {a.alpha:g}, targets {escape(', '.join(a.targets))}")
+    ada = a.metadata.get("adalora")
+    if ada:
+        out.print(f"  adalora   ranks {ada['init_rank']} → {ada['target_rank']} per layer on average, "
+                  f"{ada['total_rank']} in all over {ada['layers']} layers; targets {escape(', '.join(a.targets))}")
+        width = max(len(n) for n in ada["ranks"])
+        for layer, rank in sorted(ada["ranks"].items()):
+            out.print(f"    {escape(layer):<{width}}  {rank}")
+    elif a.rank:
+        kind = a.method if a.method in ("loha", "lokr", "lycoris") else "lora"
+        out.print(f"  {kind:<9} rank {a.rank}, alpha {a.alpha:g}, targets {escape(', '.join(a.targets))}")
     if a.trigger:
         out.print(f"  trigger   {escape(a.trigger)}")
     out.print(f"  dataset   {escape(dataset.label) if dataset else '(removed)'}")
@@ -80,7 +88,7 @@ def show(
 
 @app.command("import")
 def import_(
-    file: Annotated[str, typer.Argument(help="A kohya/webui, diffusers or peft LoRA .safetensors, or an embedding.", show_default=False)],
+    file: Annotated[str, typer.Argument(help="A kohya/webui, diffusers or peft LoRA, a LyCORIS LoHa/LoKr .safetensors, or an embedding.", show_default=False)],
     name: Annotated[str, typer.Argument(help="Name to register it under.", show_default=False)],
     base: Annotated[str, typer.Option(help="Base model it is for (checked layer by layer).")] = "",
     as_json: Json = False,
@@ -92,14 +100,18 @@ def import_(
     if as_json:
         print_json(a.to_dict())
         return
+    from ..adapters.lora import LAYER_NAMES
+
+    kinds = a.metadata.get("layer_kinds") or {}  # only for files with LoHa/LoKr layers
+    what = (": " + ", ".join(f"{n} {LAYER_NAMES[k]}" for k, n in kinds.items())) if kinds else ""
     out.print(f"imported [bold]{escape(a.label)}[/] from {escape(a.metadata.get('source_format', '?'))} format "
-              f"({a.metadata.get('layers', 0)} layers)")
+              f"({a.metadata.get('layers', 0)} layers{what})")
 
 
 @app.command()
 def export(
     name: Annotated[str, typer.Argument(help="NAME[@VERSION].", show_default=False)],
-    format: Annotated[str, typer.Option("--format", help="kohya (A1111/ComfyUI) | diffusers | peft.")] = "kohya",
+    format: Annotated[str, typer.Option("--format", help="kohya (A1111/ComfyUI; LoHa/LoKr stay LoHa/LoKr) | diffusers | peft.")] = "kohya",
     out_file: Annotated[str, typer.Option("--out", help="Output .safetensors file.")] = "",
 ) -> None:
     """Write an adapter in another format."""

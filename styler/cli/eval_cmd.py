@@ -34,7 +34,7 @@ def run(
     prompts: Annotated[Optional[Path], typer.Option(help="Prompts, one per line (default: the adapter's dataset captions).")] = None,
     n: Annotated[int, typer.Option("--n", help="Images per subject.")] = 8,
     seed: Annotated[int, typer.Option(help="First seed; image i uses seed + i.")] = 0,
-    metrics: Annotated[Optional[str], typer.Option(help="Comma list: clip_t, style_sim, fid, kid, cmmd (default: all that fit).")] = None,
+    metrics: Annotated[Optional[str], typer.Option(help="Comma list: clip_t, style_sim, fid, kid, cmmd, legibility (default: all that fit; legibility when the prompts ask for Chinese characters and the ocr extra is installed).")] = None,
     against: Annotated[Optional[str], typer.Option(help="Reference dataset (default: the adapter's own).")] = None,
     clip: Annotated[Optional[str], typer.Option(help="CLIP model: HF repo id in the cache, a folder, or tiny.")] = None,
     steps: Annotated[int, typer.Option(help="Sampling steps.")] = 20,

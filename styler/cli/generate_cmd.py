@@ -65,8 +65,12 @@ def _show(outputs, as_json: bool, out_dir, extra: dict | None = None) -> None:
         cell = (o.params or {}).get("sweep")
         step = f"  t {cell['t']:g}" if cell else ""
         where = f"  {out_dir / out_file_name(o)}" if out_dir else ""
-        out.print(f"{o.id}  seed {o.seed}{step}  [{escape(mix)}]{escape(where)}")
+        out.print(f"{o.id}  seed {o.seed}{step}  {escape(f'[{mix}]')}{escape(where)}")
     for k, v in (extra or {}).items():
+        if k == "grids":  # one sheet per --z value (the first is also printed as grid:)
+            for path in v[1:]:
+                out.print(f"grid: {escape(str(path))}")
+            continue
         out.print(f"{k}: {escape(str(v))}")
     if not out_dir:
         note("images are in the registry: `styler registry ls outputs`; add --out DIR for PNG files")
@@ -184,10 +188,15 @@ def transfer(
     _show(run(req, out_dir=out_dir, warn=warn, placement=where), as_json, out_dir)
 
 
+AXIS_HELP = ("NAME=v1,v2,… with NAME guidance, steps, seed, scale, unet-scale, te-scale, sampler, prompt (search/"
+             "replace) or step; or weight:ADAPTER=… / step:ADAPTER=… for one --adapter.")
+
+
 def grid(
     prompt: Annotated[str, typer.Argument(help="What to draw.", show_default=False)],
-    x: Annotated[str, typer.Option("--x", help="Columns: guidance|scale|steps|seed=v1,v2,…")],
+    x: Annotated[str, typer.Option("--x", help=f"Columns: {AXIS_HELP}")],
     y: Annotated[Optional[str], typer.Option("--y", help="Rows, same form as --x.")] = None,
+    z: Annotated[Optional[str], typer.Option("--z", help="One sheet per value, same form as --x.")] = None,
     adapter: AdapterOpt = None,
     negative: Negative = "",
     steps: Steps = 30,
@@ -201,15 +210,20 @@ def grid(
     out_dir: OutDir = None,
     as_json: Json = False,
 ) -> None:
-    """An X/Y study over guidance, adapter scale, steps or seed, as one labelled contact sheet."""
-    from ..generate.studies import parse_axis, run_grid
+    """An X/Y/Z study (A1111's X/Y/Z plot): guidance, steps, seed, sampler, prompt S/R, adapter weights and
+    scales, training steps; one labelled contact sheet per Z value."""
+    from ..generate.axes import parse_axis
+    from ..generate.studies import run_grid
 
+    axes = [parse_axis(a) if a else None for a in (x, y, z)]  # every axis checked before anything loads
     where = placement(device, dtype)
     req = _request(prompt, adapters=adapter, negative=negative, steps=steps, guidance=guidance, seed=seed, n=1,
                    size=size, scheduler=scheduler, base=base)
-    outputs, sheet = run_grid(req, parse_axis(x), parse_axis(y) if y else None, out_dir=out_dir, warn=warn,
-                              placement=where)
-    _show(outputs, as_json, out_dir, {"grid": str(sheet)})
+    outputs, sheets = run_grid(req, *axes, out_dir=out_dir, warn=warn, placement=where)
+    extra = {"grid": str(sheets[0])}
+    if z:
+        extra["grids"] = [str(p) for p in sheets]
+    _show(outputs, as_json, out_dir, extra)
 
 
 def regen(

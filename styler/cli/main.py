@@ -68,15 +68,19 @@ def home() -> None:
 
 def _add_groups() -> None:
     from . import (adapters_cmd, data_cmd, demo_cmd, doctor_cmd, eval_cmd, generate_cmd, models_cmd, registry_cmd,
-                   train_cmd)
+                   runs_cmd, train_cmd)
 
     app.command("demo", rich_help_panel="Setup")(demo_cmd.demo)
     app.command("doctor", rich_help_panel="Setup")(doctor_cmd.doctor)
     app.add_typer(data_cmd.app, name="data", rich_help_panel="Data")
     app.command("train", rich_help_panel="Train")(train_cmd.train)
+    app.add_typer(runs_cmd.app, name="runs", rich_help_panel="Train")
     app.add_typer(adapters_cmd.app, name="adapters", rich_help_panel="Train")
     generate_cmd.register(app)
     eval_cmd.register(app)
+    from . import explain_cmd
+
+    explain_cmd.register(app)
     app.add_typer(models_cmd.app, name="models", rich_help_panel="Setup")
     app.add_typer(registry_cmd.app, name="registry", rich_help_panel="Setup")
     from . import tui_cmd

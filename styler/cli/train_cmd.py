@@ -17,7 +17,7 @@ def _opt(help: str, *names: str, **kw):
 def train(
     dataset: Annotated[Optional[str], typer.Argument(help="Dataset NAME[@VERSION] to train on.", show_default=False)] = None,
     base: Annotated[Optional[str], _opt("Base model: tiny, an HF repo id, a folder or a .safetensors file.")] = None,
-    method: Annotated[Optional[str], _opt("lora (default) | dreambooth | textual-inversion.")] = None,
+    method: Annotated[Optional[str], _opt("lora (default) | adalora | dreambooth | textual-inversion.")] = None,
     name: Annotated[Optional[str], _opt("Adapter name (default: the dataset's); each run adds a version.")] = None,
     rank: Annotated[Optional[int], _opt("LoRA rank (default 16).")] = None,
     alpha: Annotated[Optional[float], _opt("LoRA alpha (default: = rank, i.e. scale 1).")] = None,
@@ -46,6 +46,7 @@ def train(
     validate_every: Annotated[Optional[int], _opt("Validation images and held-out loss every N steps.")] = None,
     validation_prompt: Annotated[Optional[list[str]], _opt("Prompt for validation images (repeatable).")] = None,
     checkpoint_every: Annotated[Optional[int], _opt("Save a resumable checkpoint every N steps.")] = None,
+    keep_checkpoints: Annotated[Optional[int], _opt("Keep the newest N checkpoints (default 3); a grid's step= axis renders those.")] = None,
     resume: Annotated[Optional[str], _opt("Continue a stopped run (its id; interrupted or failed) from its last checkpoint, or from step 0 if it saved none; with --steps N, until step N.")] = None,
     config: Annotated[Optional[Path], _opt("A TOML file with the same keys as these options.")] = None,
     log_with: Annotated[Optional[str], _opt("Also log to tensorboard or wandb.")] = None,
@@ -57,6 +58,14 @@ def train(
     token: Annotated[Optional[str], _opt("Textual inversion: the new token (default: the dataset's trigger word).")] = None,
     init_token: Annotated[Optional[str], _opt("Textual inversion: an existing word to start from.")] = None,
     vectors: Annotated[Optional[int], _opt("Textual inversion: vectors per token (default 1).")] = None,
+    adalora_init_rank: Annotated[Optional[int], _opt("AdaLoRA: every layer's rank at the start (default 1.5 × the target rank).", rich_help_panel="AdaLoRA")] = None,
+    adalora_target_rank: Annotated[Optional[int], _opt("AdaLoRA: the average rank per layer it prunes to (default --rank).", rich_help_panel="AdaLoRA")] = None,
+    adalora_tinit: Annotated[Optional[float], _opt("AdaLoRA: fraction of the steps before pruning starts (default 0.1).", rich_help_panel="AdaLoRA")] = None,
+    adalora_tfinal: Annotated[Optional[float], _opt("AdaLoRA: fraction of the steps at the end with the ranks fixed (default 0.2).", rich_help_panel="AdaLoRA")] = None,
+    adalora_interval: Annotated[Optional[int], _opt("AdaLoRA: steps between two rank reallocations (default 1).", rich_help_panel="AdaLoRA")] = None,
+    adalora_orth_reg: Annotated[Optional[float], _opt("AdaLoRA: weight of the orthogonality penalty (default 0.5).", rich_help_panel="AdaLoRA")] = None,
+    adalora_beta1: Annotated[Optional[float], _opt("AdaLoRA: EMA factor of the importance scores (default 0.85).", rich_help_panel="AdaLoRA")] = None,
+    adalora_beta2: Annotated[Optional[float], _opt("AdaLoRA: EMA factor of their uncertainty (default 0.85).", rich_help_panel="AdaLoRA")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved plan and exit.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable result.")] = False,
 ) -> None:
@@ -70,9 +79,12 @@ def train(
                   precision=precision, grad_checkpointing=grad_checkpointing, low_memory=low_memory, snr_gamma=snr_gamma,
                   noise_offset=noise_offset, augment=augment, cache_latents=cache_latents, loader_workers=loader_workers, optimizer=optimizer,
                   validate_every=validate_every, validation_prompts=validation_prompt or None,
-                  checkpoint_every=checkpoint_every, log_with=log_with, processes=processes,
+                  checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints, log_with=log_with, processes=processes,
                   instance_prompt=instance_prompt, class_prompt=class_prompt, class_images=class_images,
-                  prior_weight=prior_weight, token=token, init_token=init_token, vectors=vectors)
+                  prior_weight=prior_weight, token=token, init_token=init_token, vectors=vectors,
+                  adalora_init_rank=adalora_init_rank, adalora_target_rank=adalora_target_rank,
+                  adalora_tinit=adalora_tinit, adalora_tfinal=adalora_tfinal, adalora_interval=adalora_interval,
+                  adalora_orth_reg=adalora_orth_reg, adalora_beta1=adalora_beta1, adalora_beta2=adalora_beta2)
     file_values = load_toml(config) if config else {}
     if dataset is None and not resume:
         dataset = file_values.get("dataset")

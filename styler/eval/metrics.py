@@ -30,6 +30,8 @@ METRICS = {
     "content_sim": "CLIP cosine between each content image and its styled output (higher keeps more content)",
     "ssim": "structural similarity between content image and output, pixels in [0, 1] (higher keeps more structure)",
     "style_strength": "(1 − content_sim of output) / (1 − content_sim of plain baseline): >1 moved further from the content",
+    "legibility": "share of the prompt's Chinese characters an OCR model (PP-OCR through rapidocr, the `ocr` "
+                  "extra) reads in the image (higher is better); on by default when the prompts ask for Chinese text",
 }
 
 # Hard minimums per side. fid: a covariance needs n ≥ 2 (n − 1 in the denominator); kid and cmmd:

@@ -311,6 +311,32 @@ def output_images(outputs: list[Output], reg: Registry):
     return images
 
 
+def _triggers(subject: Subject) -> tuple[str, ...]:
+    return tuple(a.trigger for a, _ in subject.adapters if getattr(a, "trigger", None))
+
+
+def _with_legibility(chosen: list[str], explicit: bool, prompts: list[str], subject: Subject, warn) -> list[str]:
+    """Legibility joins the default metrics when the prompts ask for Chinese characters and the OCR
+    extra is installed (else one warning says how to get it); asked for with prompts that ask for
+    none, it is skipped with a warning."""
+    from .legibility import OCR_HINT, ocr_available, target_characters
+
+    wants_text = any(target_characters(p, _triggers(subject)) for p in prompts)
+    if "legibility" in chosen:
+        if not wants_text:
+            warn("legibility is skipped: no prompt asks for Chinese characters (besides 书法 and trigger words)")
+            return [m for m in chosen if m != "legibility"]
+        if not ocr_available():
+            raise UsageError(f"the legibility metric needs an OCR model; {OCR_HINT}")
+        return chosen
+    if explicit or not wants_text:
+        return chosen
+    if not ocr_available():
+        warn(f"the prompts ask for Chinese characters; to score how legible they are, {OCR_HINT}")
+        return chosen
+    return [*chosen, "legibility"]
+
+
 def _fitting_metrics(chosen: list[str], n: int, n_ref: int, dim: int, explicit: bool, warn) -> list[str]:
     """The metrics whose minimum sample size n (generated) and n_ref (reference) meet; asked-for
     ones below it are refused, default ones skipped with one warning, before anything renders.
@@ -384,6 +410,7 @@ def evaluate(text: str, *, prompts_file=None, n: int = 8, seed: int = 0, metrics
         warn(clip_ref.note)
     prompts = read_prompts(prompts_file) if prompts_file else default_prompts(subject, reg, n)
     plist = [prompts[i % len(prompts)] for i in range(n)]
+    chosen = _with_legibility(chosen, explicit, plist, subject, warn)
     seeds = [seed + i for i in range(n)]
     session = Session.open(base, placement)
     side = size or (64 if session.base.kind == "tiny" else 512)
@@ -399,6 +426,10 @@ def evaluate(text: str, *, prompts_file=None, n: int = 8, seed: int = 0, metrics
                 "n": n, "seeds": [seeds[0], seeds[-1]], "prompts_sha256": hashlib.sha256("\n".join(plist).encode()).hexdigest(),
                 "steps": steps, "guidance": guidance, "size": side, "scheduler": "ddim", "resize": "shorter side to the CLIP input, center crop",
                 "base": session.identity}
+    if "legibility" in chosen:
+        from .legibility import OCR_SIDE, engine_version
+
+        protocol["ocr"] = {"engine": engine_version(), "side": OCR_SIDE}
     if ref_label and DATASET_METRICS & set(chosen):
         d, ref_paths = dataset_images(ref_label, reg)
         protocol["against"] = {"name": d.label, "id": d.id, "content_hash": d.content_hash, "n": len(ref_paths)}
@@ -420,6 +451,10 @@ def evaluate(text: str, *, prompts_file=None, n: int = 8, seed: int = 0, metrics
                 values[m] = M.mean(M.clip_t(emb, features.text_embeddings(plist)))
             elif m == "style_sim":
                 values[m] = M.style_sim(emb, ref_emb)
+            elif m == "legibility":
+                from .legibility import legibility
+
+                values[m] = legibility(images, plist, _triggers(subject))[0]
             elif m in ("fid", "kid", "cmmd"):
                 kid_subset = M.eval_kid_subset(min(len(outs), ref_emb.shape[0]))
                 values[m] = {"fid": lambda: M.fid(emb, ref_emb), "cmmd": lambda: M.cmmd(emb, ref_emb),

@@ -6,6 +6,7 @@ renders give and any single image can be made again."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from registry import Adapter, BlobStore, Registry
 
@@ -33,6 +34,7 @@ class AdapterChoice:
     record: Adapter
     weight: float = 1.0
     te_weight: float | None = None
+    step: int | None = None  # its weights at this training step (a checkpoint of its run), not its own file's
 
 
 def check_seed(seed: int) -> int:
@@ -66,9 +68,23 @@ class Session:
         pipe.set_progress_bar_config(disable=True)
         return cls(base=base, pipe=pipe, mixer=WeightMixer(pipe), identity=base_identity(base), placement=placement)
 
-    def adapter_data(self, record: Adapter, registry: Registry):
+    def adapter_data(self, record: Adapter, registry: Registry, step: int | None = None):
+        """The adapter's tensors, read once per session; with `step`, its weights at that training step."""
         from ..adapters.formats import check_compatible, read_adapter
 
+        if step is not None:
+            from ..adapters.steps import checkpoint_for, read_at_step
+
+            folder = checkpoint_for(registry, record, step)
+            if folder is None:  # the final step: the adapter's own file
+                return self.adapter_data(record, registry)
+            key = (record.id, step)
+            if key not in self._data_cache:
+                data = read_at_step(folder, self.adapter_data(record, registry))
+                if data.kind == "lora":
+                    check_compatible(data, self.pipe)
+                self._data_cache[key] = data
+            return self._data_cache[key]
         if record.id not in self._data_cache:
             self._check_base(record)
             blobs = BlobStore(registry.home)
@@ -117,33 +133,38 @@ class Session:
 
         entries, recorded = [], []
         for c in choices:
-            data = self.adapter_data(c.record, registry)
+            data = self.adapter_data(c.record, registry, c.step)
             if data.kind == "textual-inversion":
-                self._load_tokens(c.record, data)
+                self._load_tokens(c.record, data, c.step)
             else:
                 entries.append(MixEntry(c.record.label, data, c.weight, c.te_weight))
-            recorded.append({"id": c.record.id, "name": c.record.name, "version": c.record.version,
-                             "method": c.record.method, "weight": c.weight,
-                             "te_weight": c.weight if c.te_weight is None else c.te_weight,
-                             "hash": c.record.blob})
+            entry = {"id": c.record.id, "name": c.record.name, "version": c.record.version,
+                     "method": c.record.method, "weight": c.weight,
+                     "te_weight": c.weight if c.te_weight is None else c.te_weight, "hash": c.record.blob}
+            if c.step is not None:
+                entry["train_step"] = c.step
+                if "checkpoint" in data.metadata:  # an earlier step: the weights came from this checkpoint
+                    entry["checkpoint"] = f"runs/{c.record.run_id}/checkpoints/{Path(data.metadata['checkpoint']).name}"
+            recorded.append(entry)
         check_weights(entries, warn or (lambda m: None))
         self.mixer.apply(entries)
         return recorded
 
-    def _load_tokens(self, record: Adapter, data) -> None:
+    def _load_tokens(self, record: Adapter, data, step: int | None = None) -> None:
         """Add a textual inversion's words and vectors as diffusers' `load_textual_inversion` does
         (an n-vector token is the words token, token_1, …, token_{n-1}), and have the pipeline expand
         the token in prompts into all n words (styler.adapters.ti), so all n vectors are used. A token
-        loaded earlier in this session by another adapter gets that adapter's vectors."""
+        loaded earlier in this session by another adapter (or another step of it) gets these vectors."""
         import torch
 
         from ..adapters import ti
 
         tok, te = self.pipe.tokenizer, self.pipe.text_encoder
+        source = record.id if step is None else f"{record.id}@{step}"
         for token, vectors in data.embeddings.items():
             n = int(vectors.shape[0])
             had, owner = self.loaded_tokens.get(token, (0, None))
-            if owner == record.id:
+            if owner == source:
                 continue
             tokens = ti.tokens_for(token, n)
             if had and had != n:
@@ -161,7 +182,7 @@ class Session:
             with torch.no_grad():
                 for t, v in zip(tokens, vectors):
                     emb[tok.convert_tokens_to_ids(t)] = v.to(emb.dtype)
-            self.loaded_tokens[token] = (n, record.id)
+            self.loaded_tokens[token] = (n, source)
         vectors = {token: n for token, (n, _) in self.loaded_tokens.items()}
         for pipe in [self.pipe, *self._variants.values()]:
             ti.install(pipe, vectors)

@@ -43,16 +43,18 @@ def regenerate(source: str, *, registry: Registry | None = None, out_dir=None, w
         warn(f"the original was rendered on {r['device']} in {r.get('dtype') or '?'}, this on {placement.label}: "
              f"the pixels may differ (pass --device/--dtype to match the original)")
     blobs = BlobStore(reg.home)
-    specs = []
+    specs, steps = [], {}
     for a in r.get("adapters", []):
         try:
             rec = reg.get(Adapter, a["id"])
         except NotFound:
             raise InputError(f"the recipe uses adapter {a['name']}@{a['version']} ({a['id']}), which is not in this registry") from None
         specs.append((rec.label, a["weight"], a.get("te_weight")))
+        if a.get("train_step") is not None:  # a grid's step= cell: the weights of that training step
+            steps[rec.label] = int(a["train_step"])
     req = Request(prompt=r["prompt"], negative=r.get("negative", ""), steps=r["steps"], guidance=r["guidance"],
                   seed=r["seed"], n=1, width=r["width"], height=r["height"], scheduler=r["scheduler"], adapters=specs,
-                  extra={"base": None, "regen_of": r.get("id")})
+                  adapter_steps=steps, extra={"base": None, "regen_of": r.get("id")})
     tmp_files = []
     params = r.get("params") or {}
     if r.get("content_blob"):

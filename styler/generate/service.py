@@ -51,6 +51,7 @@ class Request:
     mask: str | None = None
     strength: float = 0.6
     batch: int = 1  # images per forward pass (each from its own seed: the same images as one at a time)
+    adapter_steps: dict = field(default_factory=dict)  # adapter spec (as in `adapters`) -> training step to use
     extra: dict = field(default_factory=dict)  # e.g. {"grid": …, "sweep": …}
 
     def validate(self) -> None:
@@ -78,14 +79,15 @@ class Request:
             check_seed(self.seed + self.n - 1)
 
 
-def resolve_choices(reg: Registry, specs) -> list[AdapterChoice]:
+def resolve_choices(reg: Registry, specs, steps: dict | None = None) -> list[AdapterChoice]:
+    """The adapters of a request; `steps` (spec -> training step) picks an earlier step's weights."""
     choices, seen = [], {}
     for spec, weight, te in specs:
         record = reg.resolve(Adapter, spec)
         if record.id in seen or record.name in {c.record.name for c in choices}:
             raise UsageError(f"{parse_name(spec).full} is given twice; give each adapter once with its total weight")
         seen[record.id] = spec
-        choices.append(AdapterChoice(record, 1.0 if weight is None else weight, te))
+        choices.append(AdapterChoice(record, 1.0 if weight is None else weight, te, (steps or {}).get(spec)))
     return choices
 
 
@@ -157,11 +159,23 @@ def generate(req: Request, *, registry: Registry | None = None, session: Session
              out_dir: str | Path | None = None, warn=None, placement=None) -> list[Output]:
     """Render req.n images, req.batch per forward pass, and register each one; returns their output
     records. Without a session, the base is loaded on `placement` (default: resolve_placement())."""
+    reg, session, recorded, image, mask = prepare(req, registry=registry, session=session, out_dir=out_dir,
+                                                  warn=warn, placement=placement)
+    first = req.seed if req.seed is not None else random.SystemRandom().randint(0, 2**32 - req.n)
+    jobs = [(req, first + i) for i in range(req.n)]
+    return render_and_store(jobs, session, recorded, reg, out_dir=out_dir, image=image, mask=mask)
+
+
+def prepare(req: Request, *, registry: Registry | None = None, session: Session | None = None,
+            out_dir: str | Path | None = None, warn=None, placement=None):
+    """Everything `generate` does before it renders (checks, adapters resolved, base loaded,
+    scheduler set, the mix folded in); returns (registry, session, recorded adapters, content
+    image, mask). `styler explain` renders through it too, so both draw the same image."""
     warn = warn or (lambda m: None)
     req.validate()
     check_out_dir(out_dir)
     reg = registry or Registry()
-    choices = resolve_choices(reg, req.adapters)
+    choices = resolve_choices(reg, req.adapters, req.adapter_steps)
     image = mask = None
     if req.content:
         image, mask = prepare_content(req, warn)
@@ -174,9 +188,7 @@ def generate(req: Request, *, registry: Registry | None = None, session: Session
         warn(f"the prompt is longer than {MAX_TOKENS} tokens; this part is cut: {cut!r}")
     session.set_scheduler(req.scheduler)
     recorded = session.apply(choices, reg, warn)
-    first = req.seed if req.seed is not None else random.SystemRandom().randint(0, 2**32 - req.n)
-    jobs = [(req, first + i) for i in range(req.n)]
-    return render_and_store(jobs, session, recorded, reg, out_dir=out_dir, image=image, mask=mask)
+    return reg, session, recorded, image, mask
 
 
 def render_and_store(jobs: list[tuple[Request, int]], session: Session, recorded: list[dict], reg: Registry, *,
@@ -253,7 +265,10 @@ def out_file_name(o: Output) -> str:
     if not (params.get("sweep") or params.get("grid")):
         return f"{o.id}.png"
     parts = [f"{a.get('name', '?')}-{float(a.get('weight', 1)):g}" for a in o.adapters] or ["base"]
-    stem = "_".join(parts + [f"seed{o.seed}"])
+    # a grid's other axes too (weights, scales and the seed are in the name already)
+    cell = [f"{k.partition(':')[0]}-{str(v)[:40]}" for k, v in (params.get("grid") or {}).items()
+            if k not in ("scale", "unet-scale", "seed") and not k.startswith("weight:")]
+    stem = "_".join(parts + [f"seed{o.seed}"] + cell)
     stem = "".join(c if c.isalnum() or c in "-._" else "-" for c in stem)
     return f"{stem}_{o.id}.png"
 

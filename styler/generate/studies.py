@@ -1,5 +1,5 @@
-"""Series of images that differ in one or two settings: mix sweeps and X/Y grids, each saved as a
-labelled contact sheet next to the individual outputs."""
+"""Series of images that differ in one, two or three settings: mix sweeps and X/Y/Z grids (the axes:
+styler.generate.axes), each saved as labelled contact sheets next to the individual outputs."""
 
 from __future__ import annotations
 
@@ -9,40 +9,11 @@ from pathlib import Path
 from registry import BlobStore, Registry
 
 from ..errors import UsageError
+from .axes import Axis, cell_request, check_axes
 from .engine import Session
 from .service import Request, generate
 
 SWEEP_DEFAULT = (0.0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0)
-AXES = ("guidance", "scale", "steps", "seed")
-
-
-def parse_axis(text: str) -> tuple[str, list]:
-    """`guidance=5,7.5,10` → ("guidance", [5.0, 7.5, 10.0])."""
-    name, sep, values = text.partition("=")
-    if not sep or name not in AXES:
-        raise UsageError(f"grid axis {text!r}: use NAME=v1,v2,… with NAME one of {', '.join(AXES)}")
-    cast = int if name in ("steps", "seed") else float
-    try:
-        parsed = [cast(v) for v in values.split(",") if v.strip()]
-    except ValueError:
-        raise UsageError(f"grid axis {name}: values must be {'whole numbers' if cast is int else 'numbers'}: {values!r}") from None
-    if not parsed:
-        raise UsageError(f"grid axis {name} has no values")
-    return name, parsed
-
-
-def _with(req: Request, axis: str, value) -> Request:
-    r = copy.deepcopy(req)
-    if axis == "scale":
-        r.adapters = [(s, (1.0 if w is None else w) * value, None if te is None else te * value) for s, w, te in r.adapters]
-    else:
-        setattr(r, axis, value)
-    r.n = 1
-    return r
-
-
-def _label(axis: str, value) -> str:
-    return f"{axis} {value:g}" if isinstance(value, float) else f"{axis} {value}"
 
 
 def _cell(image) -> tuple[int, int]:
@@ -66,39 +37,63 @@ def _image(reg: Registry, output):
         return Image.open(fh).convert("RGB")
 
 
-def run_grid(req: Request, x: tuple[str, list], y: tuple[str, list] | None, *, registry=None, out_dir=None,
-             warn=None, placement=None):
-    """An X/Y grid: every combination, one image each, then one labelled sheet."""
+def run_grid(req: Request, x: Axis, y: Axis | None = None, z: Axis | None = None, *, registry=None, out_dir=None,
+             warn=None, placement=None) -> tuple[list, list[Path]]:
+    """An X/Y/Z grid: every combination, one image each, then one labelled sheet per Z value (one
+    sheet without --z). Every cell is checked before the first is rendered."""
     from registry import new_id
 
     from .grid import make_grid
-
-    from .service import check_out_dir
+    from .service import check_out_dir, resolve_choices
 
     reg = registry or Registry()
     check_out_dir(out_dir)
     if req.seed is None:
         req.seed = 0
-    if "scale" in (x[0], y[0] if y else None) and not req.adapters:
-        raise UsageError("a grid over 'scale' needs at least one --adapter")
+    axes = [a for a in (x, y, z) if a is not None]
+    check_axes(req, axes)
+    ys, zs = (y.values if y else (None,)), (z.values if z else (None,))
+    plan = []  # (z index, row, col, request)
+    for k, zv in enumerate(zs):
+        for i, yv in enumerate(ys):
+            for j, xv in enumerate(x.values):
+                cell = [(x, xv)] + ([(y, yv)] if y else []) + ([(z, zv)] if z else [])
+                r = cell_request(req, cell)
+                r.extra = {**req.extra, "grid": {a.name: v for a, v in cell}}
+                r.validate()
+                plan.append((k, i, j, r))
+    for r in {_steps_key(r): r for *_, r in plan}.values():  # every adapter and checkpoint exists
+        for c in resolve_choices(reg, r.adapters, r.adapter_steps):
+            if c.step is not None:
+                from ..adapters.steps import checkpoint_for
+
+                checkpoint_for(reg, c.record, c.step)
     session = Session.open(req.extra.get("base"), placement)
-    ys = y[1] if y else [None]
-    rows, outputs = [], []
-    for yv in ys:
-        row = []
-        for xv in x[1]:
-            r = _with(req, x[0], xv)
-            if y:
-                r = _with(r, y[0], yv)
-            r.extra = {**req.extra, "grid": {x[0]: xv, **({y[0]: yv} if y else {})}}
-            out = generate(r, registry=reg, session=session, out_dir=out_dir, warn=warn)[0]
-            outputs.append(out)
-            row.append(_image(reg, out))
-        rows.append(row)
-    sheet = make_grid(rows, row_labels=[_label(y[0], v) for v in ys] if y else [""],
-                      col_labels=[_label(x[0], v) for v in x[1]], title=req.prompt,
-                      x_name=x[0], y_name=y[0] if y else "", cell_size=_cell(rows[0][0]))
-    return outputs, _save_sheet(sheet, reg, out_dir, f"grid-{new_id()}")
+    outputs, images = [], {}
+    for k, i, j, r in plan:
+        out = generate(r, registry=reg, session=session, out_dir=out_dir, warn=warn)[0]
+        outputs.append(out)
+        images[k, i, j] = _image(reg, out)
+    stem, sheets = f"grid-{new_id()}", []
+    for k, zv in enumerate(zs):
+        rows = [[images[k, i, j] for j in range(len(x.values))] for i in range(len(ys))]
+        if z is None:
+            title = req.prompt
+        else:  # a prompt S/R sheet is titled with its prompt, any other with the prompt and its value
+            title = cell_request(req, [(z, zv)]).prompt if z.kind == "prompt" else f"{req.prompt} · {z.label(zv)}"
+        sheet = make_grid(rows, row_labels=[y.label(v) for v in ys] if y else [""],
+                          col_labels=[x.label(v) for v in x.values], title=title, x_name=x.name,
+                          y_name=y.name if y else "", cell_size=_cell(rows[0][0]))
+        sheets.append(_save_sheet(sheet, reg, out_dir, stem if z is None else f"{stem}_{_file_part(z.label(zv))}"))
+    return outputs, sheets
+
+
+def _steps_key(r: Request) -> tuple:
+    return tuple(sorted(r.adapter_steps.items()))
+
+
+def _file_part(text: str, limit: int = 40) -> str:
+    return "".join(c if c.isalnum() or c in "-." else "-" for c in text)[:limit]
 
 
 def run_sweep(req: Request, a: str, b: str, values=SWEEP_DEFAULT, *, registry=None, out_dir=None, warn=None,

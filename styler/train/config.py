@@ -17,7 +17,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-METHODS = ("lora", "dreambooth", "textual-inversion")
+METHODS = ("lora", "adalora", "dreambooth", "textual-inversion")
 SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
 PRECISIONS = ("no", "fp16", "bf16")
 AUGMENTS = ("flip", "crop", "color")
@@ -81,6 +81,15 @@ class TrainConfig:
     token: str = ""  # the new token; defaults to the dataset's trigger word
     init_token: str = ""  # an existing token whose embedding starts the new one
     vectors: int = 1
+    # adalora (peft's AdaLoraConfig; None: derived from --rank and the run's steps, see adalora.py)
+    adalora_init_rank: int | None = None  # every layer's rank at the start (default 1.5 × target)
+    adalora_target_rank: int | None = None  # the average rank per layer the budget ends at (default --rank)
+    adalora_tinit: float | None = None  # fraction of the steps before pruning starts (default 0.1)
+    adalora_tfinal: float | None = None  # fraction of the steps at the end with the ranks fixed (default 0.2)
+    adalora_interval: int | None = None  # steps between two reallocations (peft's deltaT; default 1)
+    adalora_orth_reg: float | None = None  # weight of the orthogonality penalty on P and Q (default 0.5)
+    adalora_beta1: float | None = None  # EMA of the sensitivity (default 0.85)
+    adalora_beta2: float | None = None  # EMA of its uncertainty (default 0.85)
 
     @property
     def effective_alpha(self) -> float:
@@ -219,7 +228,7 @@ def validate(cfg: TrainConfig) -> None:
     need(cfg.processes >= 1, "--processes must be >= 1")
     need(cfg.loader_workers is None or cfg.loader_workers >= 0, f"--loader-workers must be >= 0 (got {cfg.loader_workers})")
     need(cfg.validate_every >= 0 and cfg.checkpoint_every >= 0, "--validate-every/--checkpoint-every must be >= 0")
-    need(cfg.keep_checkpoints >= 1, "keep_checkpoints must be >= 1")
+    need(cfg.keep_checkpoints >= 1, f"--keep-checkpoints must be >= 1 (got {cfg.keep_checkpoints})")
     need(_non_negative(cfg.max_grad_norm), f"max_grad_norm must be >= 0 and finite (got {cfg.max_grad_norm}; "
          "0 turns clipping off)")
     need(cfg.vectors >= 1, "--vectors must be >= 1")
@@ -227,6 +236,9 @@ def validate(cfg: TrainConfig) -> None:
     need(cfg.class_images >= 1, f"--class-images must be >= 1 (got {cfg.class_images})")
     if cfg.method != "textual-inversion":
         cfg.unet_target_modules()  # raises on unknown target names
+    from .adalora import validate_adalora
+
+    validate_adalora(cfg)
     if cfg.method == "textual-inversion":
         need(not cfg.text_encoder, "--text-encoder trains a LoRA on the text encoder; it cannot be combined with "
              "--method textual-inversion (which trains only the new token's embedding)")

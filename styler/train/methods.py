@@ -4,6 +4,8 @@
   encoder, saved in diffusers/peft format with adapter metadata so `load_lora_weights` rebuilds the
   exact config (alpha != rank included).
 - dreambooth: lora plus prior preservation (the loop adds the class-image loss).
+- adalora: AdaLoRA through peft (adalora.py): a rank budget pruned by importance during training,
+  saved as a plain LoRA with per-layer ranks.
 - textual-inversion: one new token (or N vectors) whose embedding rows are the only thing trained;
   saved as `{token: tensor[N, dim]}`, which diffusers' `load_textual_inversion` reads.
 """
@@ -39,8 +41,23 @@ class Method:
         """name → tensor of everything trained (what a checkpoint must hold)."""
         raise NotImplementedError
 
-    def after_step(self) -> None:
-        """Called after each optimizer step."""
+    def after_step(self, step: int) -> None:
+        """Called after each optimizer step, before the gradients are cleared; `step` counts from 0."""
+
+    def regularisation(self):
+        """A penalty on the trained weights the loop adds to the loss (None: none)."""
+        return None
+
+    def after_restore(self) -> None:
+        """Called after a checkpoint was loaded into `trainable()`."""
+
+    def budget(self, step: int):
+        """The live panel's RankBudget after `step` steps (None: the method has none)."""
+        return None
+
+    def results(self) -> dict:
+        """What the run record keeps about the trained result beyond the adapter ({}: nothing)."""
+        return {}
 
     def caption(self, text: str) -> str:
         return text
@@ -210,7 +227,7 @@ class TextualInversionMethod(Method):
     def trainable(self) -> dict:
         return {"text_encoder.embeddings": self.embedding}
 
-    def after_step(self) -> None:
+    def after_step(self, step: int) -> None:
         import torch
 
         with torch.no_grad():  # only the new rows may change (Adam moves rows with zero grad too)
@@ -239,9 +256,16 @@ class TextualInversionMethod(Method):
         return {"trainable_params": len(self.ids) * self.embedding.shape[1], "tokens": self.tokens}
 
 
-def make_method(cfg: TrainConfig, *, trigger: str = "") -> Method:
+def make_method(cfg: TrainConfig, *, trigger: str = "", total_steps: int | None = None) -> Method:
+    """The method of `cfg`; adalora needs the run's `total_steps` (its rank schedule follows them)."""
     if cfg.method == "lora":
         return LoraMethod(cfg)
+    if cfg.method == "adalora":
+        from .adalora import AdaLoraMethod
+
+        if total_steps is None:
+            raise ValueError("--method adalora needs the run's total steps")
+        return AdaLoraMethod(cfg, total_steps)
     if cfg.method == "dreambooth":
         return DreamBoothMethod(cfg)
     return TextualInversionMethod(cfg, cfg.token or trigger)

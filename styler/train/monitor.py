@@ -45,6 +45,19 @@ class MemoryStats:
     system_total: int | None = None
 
 
+@dataclass(frozen=True)
+class RankBudget:
+    """An adaptive-rank method's budget after a step (AdaLoRA): the schedule's total rank over all
+    adapted layers, where it ends, where it started, and the ranks the masks keep now."""
+
+    budget: int
+    target: int
+    initial: int
+    allocated: int
+    layers: int
+    phase: str  # "warm-up" | "pruning" | "fixed"
+
+
 @dataclass
 class TrainState:
     """What the display shows; the trainer owns it and calls `record_step` once per optimizer step.
@@ -71,6 +84,7 @@ class TrainState:
     note: str = ""
     memory: MemoryStats | None = None
     resumed_from: int = 0  # steps done before this process started; excluded from it/s and ETA
+    ranks: RankBudget | None = None  # AdaLoRA's rank budget, shown as its own row
     _rate_samples: deque = field(default_factory=deque, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -271,6 +285,20 @@ def _memory_panel(mem: MemoryStats, style: str) -> Panel:
     return Panel(grid, title=Text(f"memory {mem.device or mem.kind}"), title_align="left", border_style=style)
 
 
+def _ranks(r: RankBudget) -> Text:
+    """budget now → target (from the start), what the masks keep, and the phase, with a bar of how
+    far the budget has come down."""
+    span = r.initial - r.target
+    done = 1.0 if span <= 0 else min(max((r.initial - r.budget) / span, 0.0), 1.0)
+    width = 10
+    filled = round(done * width)
+    return Text.assemble(
+        f"budget {r.budget} → {r.target} (from {r.initial}, {r.layers} layers)  ",
+        ("━" * filled, "magenta"), ("━" * (width - filled), "dim"),
+        f"  kept {r.allocated}  {r.phase}",
+    )
+
+
 def render(state: TrainState) -> RenderableType:
     """The whole display as one panel; a pure function of `state`."""
     colour = STATUS_STYLES.get(state.status, "white")
@@ -294,6 +322,8 @@ def render(state: TrainState) -> RenderableType:
     if state.val_loss is not None:
         loss.append("   val ").append_text(_loss(state.val_loss))
     grid.add_row("loss", loss)
+    if state.ranks is not None:
+        grid.add_row("ranks", _ranks(state.ranks))
     spark = sparkline(state.history)
     if spark:
         recent = list(state.history)[-SPARK_WIDTH:]
@@ -322,6 +352,9 @@ def plain_line(state: TrainState) -> str:
         parts.append(f"val {state.val_loss:.4f}")
     if state.lr is not None:
         parts.append(f"lr {_lr(state.lr)}")
+    if state.ranks is not None:
+        r = state.ranks
+        parts.append(f"ranks {r.allocated} (budget {r.budget} → {r.target}, {r.phase})")
     if state.it_per_s is not None:
         parts.append(_rate(state))
     running = state.status == "running"

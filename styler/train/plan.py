@@ -99,6 +99,11 @@ def make_plan(cfg: TrainConfig, reg: Registry, *, check_device: bool = True) -> 
         total = DEFAULT_STEPS
     if cfg.method == "textual-inversion" and not (cfg.token or dataset.trigger):
         raise UsageError(f"--method textual-inversion needs --token, and {dataset.label} has no trigger word")
+    schedule_note = None
+    if cfg.method == "adalora":
+        from .adalora import schedule
+
+        schedule_note = schedule(cfg, total).describe()  # refuses a run too short to prune in
     base = resolve_base(cfg.base or None)
     check_base(cfg, base, trigger=dataset.trigger)
     if cfg.validate_every and not cfg.validation_prompts:  # the dataset's own captions, held-out first
@@ -111,6 +116,8 @@ def make_plan(cfg: TrainConfig, reg: Registry, *, check_device: bool = True) -> 
                 base_identity(base))
     if base.detail:
         plan.notes.append(base.detail)
+    if schedule_note:
+        plan.notes.append(schedule_note)
     return plan
 
 
@@ -186,7 +193,7 @@ def build_pipeline(plan: Plan, device: str):
     import torch
 
     pipe = load_pipeline(plan.base, device="cpu")
-    method = make_method(plan.cfg, trigger=plan.dataset.trigger)
+    method = make_method(plan.cfg, trigger=plan.dataset.trigger, total_steps=plan.total_steps)
     torch.manual_seed(plan.cfg.seed)  # peft draws the LoRA A init from the global generator
     method.prepare(pipe)  # in fp32, so the initial LoRA/embedding values are the same under every precision
     hold_weights(pipe, plan.cfg.precision, plan.cfg.method)

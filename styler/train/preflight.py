@@ -173,10 +173,16 @@ def check_lora(layout: BaseLayout, cfg: TrainConfig) -> None:
     bound = min(n_in, n_out)
     if cfg.text_encoder and layout.text_hidden < bound:  # q/k/v/out_proj are hidden × hidden
         name, n_in, n_out, bound = f"text_encoder {TEXT_TARGETS[0]}", layout.text_hidden, layout.text_hidden, layout.text_hidden
-    if cfg.rank > bound:
-        raise UsageError(f"--rank {cfg.rank} is larger than the smallest layer it adapts ({name}: {n_in} → {n_out}), "
+    rank, what, fix = cfg.rank, f"--rank {cfg.rank}", "--rank"
+    if cfg.method == "adalora":  # every layer starts at the init rank
+        from .adalora import ranks
+
+        rank = ranks(cfg)[0]
+        what, fix = f"--method adalora's start rank {rank}", "--adalora-init-rank"
+    if rank > bound:
+        raise UsageError(f"{what} is larger than the smallest layer it adapts ({name}: {n_in} → {n_out}), "
                          f"where a LoRA update has rank at most {bound}: a higher rank only makes the adapter bigger; "
-                         f"use --rank {bound} or less")
+                         f"use {fix} {bound} or less")
 
 
 def check_textual_inversion(layout: BaseLayout, cfg: TrainConfig, token: str) -> None:

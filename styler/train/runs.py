@@ -140,7 +140,13 @@ def provenance(cfg: TrainConfig, dataset: Dataset, base_identity: dict, run: Run
         "ss_resolution": f"({cfg.resolution}, {cfg.resolution})",
         "ss_learning_rate": str(cfg.lr),
     }
-    if cfg.method != "textual-inversion":
+    if cfg.method == "adalora":  # per-layer ranks and alphas: the file's LoRA metadata has each one
+        from .adalora import ranks
+
+        init, target = ranks(cfg)
+        meta.update({"ss_network_dim": str(target), "ss_network_alpha": str(target), "ss_network_module": "peft.adalora",
+                     "ss_network_args": json.dumps({"init_rank": init, "target_rank": target})})
+    elif cfg.method != "textual-inversion":
         meta.update({"ss_network_dim": str(cfg.rank), "ss_network_alpha": str(cfg.effective_alpha),
                      "ss_network_module": "peft.lora"})
     return meta
@@ -163,8 +169,8 @@ def register_adapter(handle: RunHandle, cfg: TrainConfig, dataset: Dataset, base
         return Adapter(
             name=name, version=version, method=cfg.method, blob=digest, base=base_identity, run_id=handle.id,
             dataset_id=dataset.id,
-            rank=cfg.rank if lora else None,
-            alpha=cfg.effective_alpha if lora else None,
+            rank=(cfg.adalora_target_rank or cfg.rank) if lora else None,  # adalora: the average it pruned to
+            alpha=float(getattr(method, "lora_alpha", cfg.effective_alpha)) if lora else None,
             targets=cfg.unet_target_modules() + (["text_encoder"] if cfg.text_encoder else []) if lora else [],
             trigger=dataset.trigger if lora else method.token,
             metadata={"styler_version": __version__, "commit": meta["styler.commit"], **method.summary(), **extra},

@@ -320,8 +320,10 @@ class Trainer:
                     ctx = acc.no_sync(self.unet) if not sync and self.world > 1 else _null()
                     with ctx:
                         loss = self.step_loss(step, micro) / cfg.accum
-                        acc.backward(loss)
-                    total += float(loss.detach())
+                        # a penalty on the weights alone (AdaLoRA's) counts once per step, not per micro-batch
+                        reg = self.method.regularisation() if sync else None
+                        acc.backward(loss if reg is None else loss + reg)
+                    total += float(loss.detach())  # the logged loss is the diffusion loss alone
                 if self.world > 1:  # log the global batch's loss, not this process's share
                     loss_value = float(acc.reduce(torch.tensor(total, device=self.device), reduction="mean"))
                 else:
@@ -332,16 +334,20 @@ class Trainer:
                     acc.clip_grad_norm_(self.clip_params, cfg.max_grad_norm)
                 self.optimizer.step()
                 self.lr_sched.step()
+                self.method.after_step(step)  # AdaLoRA scores its ranks from these gradients
                 self.optimizer.zero_grad(set_to_none=True)
-                self.method.after_step()
                 step += 1
+                ranks = self.method.budget(step)
                 lr = self.lr_sched.get_last_lr()[0]
                 epoch = (step * plan.samples_per_step - 1) // plan.n_train
                 if self.main:
                     row = {"step": step, "loss": loss_value, "lr": lr, "epoch": epoch, "time": time.time(),
                            "step_s": time.perf_counter() - t0, "memory": _memory_row(str(self.device))}
+                    if ranks is not None:
+                        row.update(rank_budget=ranks.budget, rank_allocated=ranks.allocated)
                     if state is not None:
                         state.record_step(step=step, loss=loss_value, lr=lr, epoch=epoch)
+                        state.ranks = ranks
                     if cfg.validate_every and step % cfg.validate_every == 0 or step == plan.total_steps and cfg.validate_every:
                         row["val_loss"] = self.val_loss()
                         self.validation_images(step)
@@ -398,6 +404,7 @@ class Trainer:
     def restore(self, path: Path) -> int:
         saved = ckpt.load_checkpoint(path, trainable=self.method.trainable(), optimizer=self.optimizer,
                                      lr_scheduler=self.lr_sched, scaler=self.acc.scaler)
+        self.method.after_restore()
         return int(saved["step"])
 
 
@@ -590,7 +597,8 @@ def train(cfg: TrainConfig, *, registry: Registry | None = None, console=None, r
         if resume and resume_ckpt is not None:
             start_step = trainer.restore(resume_ckpt)
         state = TrainState(run_id=handle.id, name=cfg.name or plan.dataset.name, method=cfg.method,
-                           total_steps=plan.total_steps, device=str(trainer.device), resumed_from=start_step)
+                           total_steps=plan.total_steps, device=str(trainer.device), resumed_from=start_step,
+                           ranks=trainer.method.budget(start_step))
         shown = monitor if monitor is not None else LiveMonitor(console=console, every=monitor_every or cfg.log_every)
         with _TermAsInterrupt(), (shown if show else _null()) as mon:
             final = trainer.run(start_step, monitor=mon if show else None, state=state)
@@ -628,7 +636,12 @@ def train(cfg: TrainConfig, *, registry: Registry | None = None, console=None, r
         if getattr(trainer, "acc", None) is not None and cfg.log_with:
             trainer.acc.end_training()
     if trainer.main:
-        handle.end("completed", step=plan.total_steps, loss=final, adapter_id=adapter.id)
+        results = trainer.method.results()
+        handle.end("completed", step=plan.total_steps, loss=final, adapter_id=adapter.id, results=results)
+        if console is not None and "adalora" in results:
+            from .adalora import summary_line
+
+            console.print(f"adalora {summary_line(results['adalora'])}", markup=False, highlight=False)
     return Outcome(handle.run, adapter, plan, final)
 
 
@@ -668,6 +681,9 @@ def _resume_config(reg: Registry, run_id: str, given: TrainConfig,
         raise UsageError(f"run {run_id} has no complete checkpoint to resume from; start it again")
     # a run that stopped (interrupted or failed) before its first checkpoint starts again from step 0
     if given.steps is not None and given.steps != saved.steps:
+        if saved.method == "adalora":
+            raise UsageError(f"--resume {run_id} --steps {given.steps}: an adalora run's rank schedule was set by its "
+                             f"{saved.steps} steps; resume without --steps, or start a new run")
         done = _checkpoint_step(last)
         if given.steps < done:
             raise UsageError(f"--steps {given.steps} is below step {done}, where run {run_id}'s last checkpoint is; "

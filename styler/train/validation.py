@@ -1,6 +1,7 @@
 """Validation images during training: rendered with the weights as they are at that step, saved
 under the run folder (with the same PNG metadata as generated images, plus the run and step) and
-registered as outputs of the run."""
+registered as outputs of the run; after each validation the run's sample sheet (prompts × steps,
+styler.train.samples) is drawn again."""
 
 from __future__ import annotations
 
@@ -50,4 +51,17 @@ def render_validation(trainer, step: int) -> list[str]:
     finally:
         for m, w in zip(trainer.models, was):
             m.train(w)
+    _rewrite_sheet(trainer, step)
     return ids
+
+
+def _rewrite_sheet(trainer, step: int) -> None:
+    """The run's sample sheet with this step's column; a sheet that can't be written is said, not fatal
+    (the images themselves are stored)."""
+    from ..errors import StylerError
+    from .samples import build_sample_sheet
+
+    try:
+        build_sample_sheet(trainer.reg, trainer.handle.run, upto=step)
+    except StylerError as exc:
+        trainer._say(f"the sample sheet was not updated: {exc.message}")

@@ -54,8 +54,12 @@ def regen_payload(o: Output) -> dict:
     size = (o.width, o.height) if o.width and o.height else None
     given = {"negative": o.negative, "steps": o.steps, "guidance": o.guidance, "scheduler": o.scheduler}
     # fields an imported or partial record lacks are left to the defaults a worker would use
-    return generate_payload(o.prompt, adapters, n=1, seed=o.seed, size=size, base=_base(o.base or {}),
-                            **{k: v for k, v in given.items() if v is not None})
+    payload = generate_payload(o.prompt, adapters, n=1, seed=o.seed, size=size, base=_base(o.base or {}),
+                               **{k: v for k, v in given.items() if v is not None})
+    steps = {adapter_spec(a): int(a["train_step"]) for a in o.adapters or [] if a.get("train_step") is not None}
+    if steps:  # a grid's step= cell: that training step's weights, not the adapter's final ones
+        payload["adapter_steps"] = steps
+    return payload
 
 
 class FormError(ValueError):

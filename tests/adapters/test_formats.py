@@ -350,8 +350,12 @@ def test_unexpected_and_unsupported_keys(tmp_path):
     save_file({"lora_unet_mid_block_attentions_0_proj_in.hada_w1_a": torch.zeros(2, 2),
                "lora_unet_mid_block_attentions_0_proj_in.alpha": torch.tensor(1.0)}, loha)
     assert detect_format(loha) == "kohya"
-    with pytest.raises(InputError, match="unsupported key lora_unet_mid_block_attentions_0_proj_in.hada_w1_a"):
+    with pytest.raises(InputError, match="mid_block.attentions.0.proj_in has no hada_w1_b; the LoHa layer is incomplete"):
         read_adapter(loha)
+    glora = tmp_path / "glora.safetensors"
+    save_file({"lora_unet_mid_block_attentions_0_proj_in.a1.weight": torch.zeros(2, 2)}, glora)
+    with pytest.raises(InputError, match=r"proj_in.a1.weight is a LyCORIS GLoRA layer; styler reads LoRA/LoCon, LoHa"):
+        read_adapter(glora)
     half = tmp_path / "half.safetensors"
     save_file({f"unet.{Q}.lora_A.weight": torch.zeros(2, 32)}, half)
     with pytest.raises(InputError, match="has no up weight"):

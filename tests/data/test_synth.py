@@ -250,12 +250,14 @@ def test_env_font_path(tmp_path, monkeypatch, cjk_font):
 
 def test_find_cjk_font_without_fc_list_or_fonts(monkeypatch):
     monkeypatch.setattr(synth.fonts, "KNOWN_CJK_FONTS", ())
+    monkeypatch.setattr(synth.fonts, "_packaged_fonts", lambda: [])
     monkeypatch.setattr(synth.fonts.shutil, "which", lambda name: None)
     assert find_cjk_font() is None
 
 
 def test_fc_list_that_hangs_or_fails_is_ignored(monkeypatch):
     monkeypatch.setattr(synth.fonts, "KNOWN_CJK_FONTS", ())
+    monkeypatch.setattr(synth.fonts, "_packaged_fonts", lambda: [])
     monkeypatch.setattr(synth.fonts.shutil, "which", lambda name: "/usr/bin/fc-list")
 
     def hang(*args, **kwargs):
@@ -357,3 +359,14 @@ def test_out_dir_that_is_a_file(tmp_path):
 def test_font_env_is_only_read_for_calligraphy(tmp_path, monkeypatch):
     monkeypatch.setenv(FONT_ENV, str(tmp_path / "gone.otf"))
     assert synthesize("pixel", tmp_path / "out", n=1, size=16).font_used is None
+
+
+def test_the_cjk_extra_gives_a_font_when_the_system_has_none(monkeypatch):
+    """`pip install 'styler[cjk]'` (mplfonts' Noto CJK, in the test extra too) is found by path."""
+    pytest.importorskip("mplfonts", reason="the cjk extra is not installed")
+    monkeypatch.setattr(synth.fonts, "KNOWN_CJK_FONTS", ())
+    monkeypatch.setattr(synth.fonts, "_fc_list_fonts", lambda timeout=3.0: [])
+    monkeypatch.delenv("STYLER_CJK_FONT", raising=False)
+    font = find_cjk_font()
+    assert font is not None and font.name == "NotoSerifCJKsc-Regular.otf"
+    assert set(CHARACTERS) <= set(synth.fonts._FontGlyphs.load(font).chars)

@@ -140,6 +140,7 @@ def test_styler_cjk_font_points_at_a_font(monkeypatch, tmp_path):
 
     monkeypatch.setattr(fonts, "KNOWN_CJK_FONTS", ())
     monkeypatch.setattr(fonts, "_fc_list_fonts", lambda timeout=3.0: [])
+    monkeypatch.setattr(fonts, "_packaged_fonts", lambda: [])
     monkeypatch.setenv("STYLER_CJK_FONT", str(tmp_path / "missing.ttf"))
     assert fonts.find_cjk_font() is None  # a path that is not a font is skipped, never raised
 

@@ -233,7 +233,7 @@ def test_validation_images_and_held_out_loss(calli, styler_home):
     assert all(BlobStore(styler_home).has(o.blob) for o in outs)
     rows = [json.loads(x) for x in (styler_home / "runs" / run.id / "metrics.jsonl").read_text().splitlines()]
     assert [("val_loss" in row) for row in rows] == [False, True, False, True]
-    assert len(list((styler_home / "runs" / run.id / "samples").glob("*.png"))) == 4
+    assert len(list((styler_home / "runs" / run.id / "samples").glob("step-*.png"))) == 4  # and sheet.png
 
 
 def test_validation_without_prompts_uses_the_dataset_captions_carries_png_metadata_and_says_where(calli, styler_home):
@@ -250,7 +250,7 @@ def test_validation_without_prompts_uses_the_dataset_captions_carries_png_metada
     assert run.config["validation_prompts"] == list(dict.fromkeys(captions))[:2]  # pinned in the run's config
     outs = Registry().find(Output, run_id=run.id)
     assert run.config["validation_prompts"] and [o.prompt for o in outs] == run.config["validation_prompts"]
-    files = sorted(samples.glob("*.png"))
+    files = sorted(samples.glob("step-*.png"))
     assert len(files) == len(outs)
     record, text = read_png_meta(files[0])
     fields = parse_a1111_parameters(text)

@@ -117,7 +117,31 @@ def build_fixed_home(home: Path) -> Registry:
         folder = home / "runs" / run_id
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "metrics.jsonl").write_text("".join(metrics_row(s, v) for s, v in rows))
+    write_fixed_sheet(home / "runs" / RUN_ANIME / "samples" / "sheet.png", prompts=["anm, a fox", "anm, 书法 永"],
+                      steps=[1, 3, 5])
     return reg
+
+
+def write_fixed_sheet(path: Path, *, prompts: list[str], steps: list[int], cell: int = 8) -> Path:
+    """A stand-in sample sheet (coloured cells on white, no text: fonts differ between machines) with
+    the text chunk styler.train.samples writes, so screens stay the same everywhere."""
+    from PIL import PngImagePlugin
+
+    from styler.train.samples import SHEET_KEY
+
+    gap = 2
+    im = Image.new("RGB", (len(steps) * (cell + gap) + gap, len(prompts) * (cell + gap) + gap), (255, 255, 255))
+    for r in range(len(prompts)):
+        for c in range(len(steps)):
+            shade = 60 + 60 * c
+            im.paste((shade, 200 - 80 * r, 255 - shade), (gap + c * (cell + gap), gap + r * (cell + gap),
+                                                          gap + c * (cell + gap) + cell, gap + r * (cell + gap) + cell))
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt(SHEET_KEY, json.dumps({"run_id": path.parent.parent.name, "prompts": prompts, "steps": steps,
+                                         "all_steps": steps}, ensure_ascii=False))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im.save(path, pnginfo=info)
+    return path
 
 
 def make_app(home, **kwargs):

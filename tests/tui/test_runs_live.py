@@ -113,6 +113,8 @@ def test_runs_table_names_the_adapter_keeps_step_and_loss_and_says_how_to_resume
 def test_a_runs_latest_validation_samples_show_in_its_detail(fixed_home):
     from .helpers import RUN_ANIME, RUN_STOPPED
 
+    (fixed_home / "runs" / RUN_ANIME / "samples" / "sheet.png").unlink()  # a run from before sheets
+
     async def go():
         app = make_app(fixed_home)
         async with app.run_test(size=(120, 40)) as pilot:
@@ -127,5 +129,36 @@ def test_a_runs_latest_validation_samples_show_in_its_detail(fixed_home):
             move_to_key(pane.table, RUN_STOPPED)  # none
             await settle(pilot)
             assert not pane.query_one("#samples").display and pane.query_one("#samples-title").content.plain == ""
+
+    asyncio.run(go())
+
+
+def test_o_opens_a_runs_sample_sheet_and_says_when_there_is_none(fixed_home):
+    from .helpers import RUN_ANIME, RUN_STOPPED
+
+    async def go():
+        app = make_app(fixed_home)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("3")
+            await settle(pilot)
+            pane = app.pane("runs")
+            move_to_key(pane.table, RUN_ANIME)
+            await settle(pilot)
+            assert pane.query_one("#samples-title").content.plain == "sheet: 2 prompts × 3 steps"
+            assert f"sheet: runs/{RUN_ANIME}/samples/sheet.png" in pane.query_one("ProvenanceView").text
+            await pilot.press("o")
+            await settle(pilot)
+            assert type(app.screen).__name__ == "SheetScreen"
+            path = fixed_home.resolve() / "runs" / RUN_ANIME / "samples" / "sheet.png"
+            assert str(path) in app.screen.query_one("#sheet-path").content.plain
+            await pilot.press("o")  # o closes it again
+            await settle(pilot)
+            assert app.screen is app.screen_stack[0]
+            move_to_key(pane.table, RUN_STOPPED)
+            await settle(pilot)
+            await pilot.press("o")
+            await settle(pilot)
+            assert app.screen is app.screen_stack[0]
+            assert any("has no sample sheet" in n.message for n in app._notifications)
 
     asyncio.run(go())

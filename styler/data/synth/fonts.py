@@ -78,17 +78,34 @@ def _fc_list_fonts(timeout: float = 3.0) -> list[str]:
     return sorted(files, key=_font_rank)
 
 
+def _packaged_fonts() -> list[str]:
+    """Noto Serif/Sans CJK SC (SIL Open Font License 1.1) from the `mplfonts` package, which the
+    `cjk` extra installs (`pip install 'styler[cjk]'`): found by path, never imported (it imports
+    matplotlib)."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("mplfonts")
+    except (ImportError, ValueError):
+        return []
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    folder = Path(list(spec.submodule_search_locations)[0]) / "fonts"
+    return [str(folder / name) for name in ("NotoSerifCJKsc-Regular.otf", "NotoSansCJKsc-Regular.otf")]
+
+
 CJK_FONT_ENV = "STYLER_CJK_FONT"
 CJK_FONT_HINT = ("install a CJK font (Debian/Ubuntu: apt install fonts-noto-cjk; Fedora: dnf install "
-                 "google-noto-sans-cjk-fonts; macOS and Windows ship one) or point STYLER_CJK_FONT at a .ttf/.ttc/.otf")
+                 "google-noto-sans-cjk-fonts; macOS and Windows ship one; any system: pip install 'styler[cjk]') "
+                 "or point STYLER_CJK_FONT at a .ttf/.ttc/.otf")
 
 
 def find_cjk_font() -> Path | None:
     """The first usable CJK font: STYLER_CJK_FONT, then known locations, then ``fc-list :lang=zh``,
-    preferring brush (kai) faces; None when there is none. Never raises."""
+    preferring brush (kai) faces, then the `cjk` extra's Noto CJK; None when there is none. Never raises."""
     seen: set[str] = set()
     chosen = os.environ.get(CJK_FONT_ENV, "").strip()
-    for candidate in (*([chosen] if chosen else []), *KNOWN_CJK_FONTS, *_fc_list_fonts()):
+    for candidate in (*([chosen] if chosen else []), *KNOWN_CJK_FONTS, *_fc_list_fonts(), *_packaged_fonts()):
         if candidate in seen:
             continue
         seen.add(candidate)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 from rich.text import Text
 from registry import Adapter, BlobStore, Output, Registry, Run
 from registry.maintenance import record_gone_runs
 from textual import on, work
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
+from textual.screen import ModalScreen
 from textual.widgets import DataTable, Sparkline, Static
 from textual_image.widget import Image as PreviewImage
 
@@ -50,6 +55,40 @@ def latest_samples(reg: Registry, run: Run):
     return step, strip
 
 
+@dataclass(frozen=True)
+class SamplesPreview:
+    """What the detail shows of a run's validation images: its sheet (prompts × steps) when one was
+    drawn, else the newest step's images side by side."""
+
+    title: str = ""
+    image: object = None  # PIL image or None
+    sheet: Path | None = None  # the sheet's file, for `o`
+
+
+def samples_preview(reg: Registry, run: Run) -> SamplesPreview:
+    from PIL import Image
+
+    from ...train.samples import read_sheet_info, sheet_path
+
+    path = sheet_path(reg.home, run.id)
+    info = read_sheet_info(path) if path.is_file() else None
+    if info is not None:
+        try:
+            with Image.open(path) as im:
+                image = im.convert("RGB")
+        except OSError:
+            image = None
+        if image is not None:
+            n_prompts, n_steps = len(info.get("prompts") or []), len(info.get("steps") or [])
+            return SamplesPreview(f"sheet: {_count(n_prompts, 'prompt')} × {_count(n_steps, 'step')}", image, path)
+    step, strip = latest_samples(reg, run)
+    return SamplesPreview(f"validation samples at step {step}" if step is not None else "", strip)
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def resume_command(run: Run) -> str:
     """The command that continues a stopped run from its last checkpoint."""
     return f"styler train --resume {run.id}"
@@ -58,7 +97,24 @@ def resume_command(run: Run) -> str:
 STATUS_STYLES = {"running": "bold blue", "completed": "green", "failed": "red", "interrupted": "yellow"}
 
 
+class SheetScreen(ModalScreen[None]):
+    """A run's sample sheet over the whole dashboard, with its path; Esc (or o or q) closes it."""
+
+    BINDINGS = [Binding("escape,o,q", "app.pop_screen", "close", key_display="esc")]
+
+    def __init__(self, path: Path, image) -> None:
+        super().__init__()
+        self.path, self.image = path, image
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="sheet-box"):
+            yield Static(Text.assemble((str(self.path), "bold"), ("\nEsc closes", "dim")), id="sheet-path",
+                         markup=False)
+            yield PreviewImage(self.image, id="sheet-image")
+
+
 class RunsPane(TablePane):
+    BINDINGS = [Binding("o", "open_sheet", "sheet", tooltip="the run's sample sheet (prompts × steps), full screen")]
     # step and loss before the names, and the names cut first, so both stay on screen at 80 columns
     COLUMNS = ("run", "status", "step", "loss", "adapter", "dataset", "method")
     SHRINK = ("adapter", "dataset", "method")
@@ -79,6 +135,7 @@ class RunsPane(TablePane):
         self.run: Run | None = None
         self.tail: MetricsTail | None = None
         self.stats = RunStats()
+        self.preview = SamplesPreview()
 
     def compose(self) -> ComposeResult:
         with Horizontal():
@@ -127,26 +184,30 @@ class RunsPane(TablePane):
             facts += (("error", run.error),)
         if run.status in RESUMABLE:
             facts += (("resume", resume_command(run)),)
+        preview = samples_preview(reg, run)
+        if preview.sheet is not None:  # where it is, in the home (o shows the whole path)
+            facts += (("sheet", preview.sheet.relative_to(reg.home).as_posix()),)
         prov = Provenance(f"run {run.id}", facts, (Section("made from / made", run_links(reg, run)),))
-        return run, prov, latest_samples(reg, run)
+        return run, prov, preview
 
     def show_detail(self, key: str | None, detail) -> None:
         view = self.query_one(ProvenanceView)
         if detail is None:
             self.run, self.tail, self.stats = None, None, RunStats()
             view.show(None, "no runs yet: `styler train DATASET`")
+            self.preview = SamplesPreview()
             self.query_one("#samples", PreviewImage).image = None
             self.query_one("#samples", PreviewImage).display = False
             self.query_one("#samples-title", Static).update(Text(""))
             self._draw()
             return
-        run, prov, (sample_step, strip) = detail
+        run, prov, preview = detail
         view.show(prov)
+        self.preview = preview
         samples = self.query_one("#samples", PreviewImage)
-        samples.image = strip
-        samples.display = strip is not None
-        self.query_one("#samples-title", Static).update(
-            Text(f"validation samples at step {sample_step}", style="dim") if sample_step is not None else Text(""))
+        samples.image = preview.image
+        samples.display = preview.image is not None
+        self.query_one("#samples-title", Static).update(Text(preview.title, style="dim"))
         if self.run is None or self.run.id != run.id:
             self.tail = MetricsTail(self.app.home / "runs" / run.id / "metrics.jsonl")
             self.stats = RunStats()
@@ -210,6 +271,14 @@ class RunsPane(TablePane):
         t.append("\nloss history", style="dim")
         live.update(t)
         spark.data = list(s.losses)
+
+    def action_open_sheet(self) -> None:
+        p = self.preview
+        if p.sheet is None or p.image is None:
+            hint = f"; build it with `styler runs samples {self.run.id}`" if self.run is not None and p.image else ""
+            self.notify(f"this run has no sample sheet{hint}", severity="warning")
+            return
+        self.app.push_screen(SheetScreen(p.sheet, p.image))
 
     @on(DataTable.RowSelected)
     def _enter(self, event: DataTable.RowSelected) -> None:
