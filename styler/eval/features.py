@@ -266,7 +266,7 @@ def resolve_clip(spec: str | None = None, fallback: str | None = None) -> ClipRe
         snap = hf_snapshot(spec)
         if snap is None:
             raise ModelNotFound(f"CLIP model {spec!r}{origin} is not in the local Hugging Face cache ({hf_cache_dir()}); "
-                                "styler does not download it: fetch it yourself (huggingface-cli download "
+                                "styler does not download it: fetch it yourself (hf download "
                                 f"{spec}) or give a local folder with --clip")
         _check_folder(snap, f"CLIP model {spec!r}{origin} ({snap})")
         return ClipRef(spec, "hf", snap, clip_hash(snap), meaningful=not _is_built(snap))
