@@ -75,6 +75,9 @@ def _add_groups() -> None:
     app.add_typer(data_cmd.app, name="data", rich_help_panel="Data")
     app.command("train", rich_help_panel="Train")(train_cmd.train)
     app.add_typer(adapters_cmd.app, name="adapters", rich_help_panel="Train")
+    from . import study_cmd
+
+    app.add_typer(study_cmd.app, name="study", rich_help_panel="Train")
     generate_cmd.register(app)
     eval_cmd.register(app)
     app.add_typer(models_cmd.app, name="models", rich_help_panel="Setup")
