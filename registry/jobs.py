@@ -10,6 +10,10 @@ perhaps claimed by another worker); the worker must then stop and write nothing 
       │                 │ └─finish(status="cancelled") ─> cancelled ──retry──> queued
       └─release/stale───┘
 
+A job queued with `after` (ids of other jobs, e.g. a study's render after its training runs) is
+not claimed while any of those is queued or running; once they have all ended, whatever their
+outcome, it is claimed like any other.
+
 Timing: a worker stamps its job every `heartbeat_s` (DEFAULT_HEARTBEAT_S); another worker requeues
 a job whose last stamp is older than `stale_after_s` (DEFAULT_STALE_AFTER_S). A stamp waits at most
 the registry's LOCK_TIMEOUT_S for the lock, and a failed one is retried at the next beat, so
