@@ -130,7 +130,7 @@ class _Worker:
             elif job.kind == "study":
                 self.study(job)
             else:
-                raise UsageError(f"unknown job kind {job.kind!r}; this worker runs {' and '.join(KINDS)} jobs")
+                raise UsageError(f"unknown job kind {job.kind!r}; this worker runs {', '.join(KINDS[:-1])} and {KINDS[-1]} jobs")
         except _Stop:
             self.release(job)
         except Q.LostClaim as exc:
@@ -226,7 +226,8 @@ class _Worker:
         subject = payload.pop("subject", None)
         if not subject:
             raise UsageError("eval job: the payload needs a subject (an adapter, a mix like a=0.5+b=0.5, or baseline)")
-        allowed = set(inspect.signature(evaluate).parameters) - {"text", "registry", "warn", "placement"}
+        # prompts/seeds are lists for library callers (a study); a job names a prompts_file, n and seed
+        allowed = set(inspect.signature(evaluate).parameters) - {"text", "registry", "warn", "placement", "prompts", "seeds"}
         unknown = sorted(set(payload) - allowed)
         if unknown:
             raise UsageError(f"eval job: unknown option(s) {', '.join(unknown)}; use {', '.join(sorted(allowed))}")
