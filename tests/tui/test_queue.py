@@ -326,6 +326,7 @@ def test_queue_a_training_run_through_the_form_and_follow_it_live_in_runs(tiny_h
             assert f"job: {jobs[0].id} (running, on " in runs.query_one("ProvenanceView").text
             gate.set()
             await worker
+            await pilot.press("r")  # re-read now rather than at the next 2 s refresh
             await wait_for(pilot, lambda: runs.run is not None and runs.run.status == "completed")
             assert "step     5/5" in runs.query_one("#live").content.plain
             assert runs.adapter_labels[runs.run.adapter_id] == "anime@1"
