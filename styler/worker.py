@@ -278,6 +278,7 @@ class _Worker:
                 return self.log(f"job {job.id}: cancelled at step {result.get('step', 0)}; the run keeps its "
                                 f"checkpoint (`styler train --resume {result.get('run_id')}` continues it)")
             self.stop.set()  # SIGTERM or Ctrl-C stopped the loop: this worker stops too
+            Q.heartbeat(self.reg, job.id, self.id, result=result)  # the step it stopped at, for `styler jobs ls`
             return self.release(job)
         self.trained(job, outcome.run, result)
 

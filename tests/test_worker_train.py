@@ -69,7 +69,7 @@ def test_a_queued_run_stopped_by_sigterm_resumes_in_the_next_worker_and_equals_a
     assert run_worker(log=logs.append, device="cpu") == 0  # no --once: the signal is what stops it
     back = reg.get(Job, job_id)
     run_id = back.result["run_id"]
-    assert (back.status, back.worker, back.attempts) == ("queued", None, 0)
+    assert (back.status, back.worker, back.attempts, back.result["step"]) == ("queued", None, 0, 2)
     stopped = reg.get(Run, run_id)
     assert (stopped.status, stopped.step, stopped.device) == ("interrupted", 2, "cpu")
     from styler.train.checkpoint import checkpoint_step, latest_checkpoint
