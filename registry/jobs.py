@@ -10,6 +10,10 @@ perhaps claimed by another worker); the worker must then stop and write nothing 
       │                 │ └─finish(status="cancelled") ─> cancelled ──retry──> queued
       └─release/stale───┘
 
+A job queued with `after` (ids of other jobs, e.g. a study's render after its training runs) is
+not claimed while any of those is queued or running; once they have all ended, whatever their
+outcome, it is claimed like any other.
+
 Timing: a worker stamps its job every `heartbeat_s` (DEFAULT_HEARTBEAT_S); another worker requeues
 a job whose last stamp is older than `stale_after_s` (DEFAULT_STALE_AFTER_S). A stamp waits at most
 the registry's LOCK_TIMEOUT_S for the lock, and a failed one is retried at the next beat, so
@@ -79,8 +83,9 @@ def _get(reg: Registry, job_id: str) -> Job:
         raise NotFound(f"no job with id {job_id}; list them with `styler jobs ls`") from None
 
 
-def enqueue(reg: Registry, kind: str, payload: dict) -> Job:
-    """Add a queued job; the payload must be a JSON object (it is stored as is)."""
+def enqueue(reg: Registry, kind: str, payload: dict, *, after: Iterable[str] | None = None) -> Job:
+    """Add a queued job; the payload must be a JSON object (it is stored as is). With `after`, the
+    job waits in the queue until those jobs have ended (done, failed or cancelled)."""
     if not kind:
         raise BadJob("a job needs a kind (e.g. generate or eval)")
     if not isinstance(payload, dict):
@@ -89,14 +94,31 @@ def enqueue(reg: Registry, kind: str, payload: dict) -> Job:
         json.dumps(payload)
     except (TypeError, ValueError) as exc:
         raise BadJob(f"the job payload cannot be stored as JSON: {exc}") from None
-    return reg.insert(Job(kind=kind, payload=payload))
+    after = list(after or [])
+    for job_id in after:
+        _get(reg, job_id)
+    return reg.insert(Job(kind=kind, payload=payload, after=after))
+
+
+ENDED = ("done", "failed", "cancelled")
+
+
+def waiting_on(job: Job, by_id: dict[str, Job]) -> list[str]:
+    """The ids among `job.after` that have not ended yet (a job no longer in the registry has)."""
+    return [i for i in job.after if i in by_id and by_id[i].status not in ENDED]
 
 
 def claim(reg: Registry, worker_id: str, kinds: Iterable[str] | None = None) -> Job | None:
-    """Take the oldest queued job (of `kinds`, if given) for this worker; None if there is none."""
+    """Take the oldest queued job (of `kinds`, if given) that waits on no unfinished job, for this
+    worker; None if there is none."""
     wanted = set(kinds) if kinds is not None else None
     with reg.locked():
+        by_id = None
         for job in reg.find(Job, status="queued"):  # oldest first: ids are time-ordered
+            if job.after:
+                by_id = by_id if by_id is not None else {j.id: j for j in reg.all(Job)}
+                if waiting_on(job, by_id):
+                    continue
             if wanted is None or job.kind in wanted:
                 stamp = now_iso()
                 return reg.update(Job, job.id, status="running", worker=worker_id, claimed_at=stamp,

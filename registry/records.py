@@ -192,6 +192,7 @@ class Job(Record):
     attempts: int = 0
     error: str = ""
     result: dict = field(default_factory=dict)
+    after: list = field(default_factory=list)  # ids of jobs that must end (done, failed, cancelled) first
 
 
 def process_started(pid: int) -> str:

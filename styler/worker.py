@@ -5,7 +5,10 @@ side, because claiming a job is atomic. While a job runs a heartbeat thread stam
 `heartbeat_s`; a worker that finds a claim older than `stale_after_s` puts it back in the queue
 (its worker died). A generate job renders `batch` images per forward pass and records its progress
 after each batch, so a cancel request stops it between batches and a recovered job resumes where
-the dead worker stopped. SIGTERM or Ctrl-C gives the running job back to the queue and exits 0.
+the dead worker stopped. A train job runs `styler train`'s own loop on the worker's device: it
+stops at a step boundary with a checkpoint (SIGTERM, Ctrl-C, a cancel request), and a job given back
+or recovered resumes its run from that checkpoint. A study job renders and scores a finished study.
+SIGTERM or Ctrl-C gives the running job back to the queue and exits 0.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import os
 import random
 import signal
 import threading
+import time
 import traceback
 from contextlib import contextmanager
 
@@ -25,7 +29,8 @@ from registry import jobs as Q
 
 from .errors import StylerError, UsageError
 
-KINDS = ("generate", "eval")
+KINDS = ("generate", "eval", "train", "study")
+TRAIN_LOG_EVERY = 10  # a progress line every N steps of a train job
 
 
 class _Stop(BaseException):
@@ -52,6 +57,7 @@ class _Heartbeat(threading.Thread):
         super().__init__(daemon=True, name=f"heartbeat {job_id}")
         self.reg, self.job_id, self.worker_id, self.every = Registry(home), job_id, worker_id, every
         self.done, self.lost = threading.Event(), threading.Event()
+        self.cancel = threading.Event()  # a cancel request seen by a beat (jobs that check between steps)
         self.log = log or (lambda message: None)
         self.failures = 0  # in a row
         self.failed_total = 0
@@ -59,7 +65,8 @@ class _Heartbeat(threading.Thread):
     def run(self) -> None:
         while not self.done.wait(self.every):
             try:
-                Q.heartbeat(self.reg, self.job_id, self.worker_id)
+                if Q.heartbeat(self.reg, self.job_id, self.worker_id).cancel_requested:
+                    self.cancel.set()
             except Q.LostClaim:
                 self.lost.set()
                 return
@@ -118,8 +125,12 @@ class _Worker:
                 self.generate(job, beat)
             elif job.kind == "eval":
                 self.evaluate(job)
+            elif job.kind == "train":
+                self.train(job, beat)
+            elif job.kind == "study":
+                self.study(job)
             else:
-                raise UsageError(f"unknown job kind {job.kind!r}; this worker runs {' and '.join(KINDS)} jobs")
+                raise UsageError(f"unknown job kind {job.kind!r}; this worker runs {', '.join(KINDS[:-1])} and {KINDS[-1]} jobs")
         except _Stop:
             self.release(job)
         except Q.LostClaim as exc:
@@ -215,7 +226,8 @@ class _Worker:
         subject = payload.pop("subject", None)
         if not subject:
             raise UsageError("eval job: the payload needs a subject (an adapter, a mix like a=0.5+b=0.5, or baseline)")
-        allowed = set(inspect.signature(evaluate).parameters) - {"text", "registry", "warn", "placement"}
+        # prompts/seeds are lists for library callers (a study); a job names a prompts_file, n and seed
+        allowed = set(inspect.signature(evaluate).parameters) - {"text", "registry", "warn", "placement", "prompts", "seeds"}
         unknown = sorted(set(payload) - allowed)
         if unknown:
             raise UsageError(f"eval job: unknown option(s) {', '.join(unknown)}; use {', '.join(sorted(allowed))}")
@@ -225,6 +237,116 @@ class _Worker:
                               warn=lambda m: self.log(f"job {job.id}: warning: {m}"))
         Q.finish(self.reg, job.id, self.id, json.loads(json.dumps(scores, default=str)))
         self.log(f"job {job.id}: done")
+
+
+    def train(self, job: Job, beat: _Heartbeat) -> None:
+        """Train as `styler train` does, on this worker's device; a job that already started a run
+        (given back, or recovered from a dead worker) resumes it from its last checkpoint."""
+        from registry import Run
+
+        from .train.jobs import config_from_payload
+        from .train.trainer import TrainingInterrupted, train
+
+        cfg = config_from_payload(job.payload)
+        result = {"run_id": job.result["run_id"]} if job.result.get("run_id") else {}
+        resume = None
+        if result:
+            try:
+                run = self.reg.get(Run, result["run_id"])
+            except NotFound:
+                self.log(f"job {job.id}: its run {result['run_id']} is gone; starting a new run")
+                result = {}
+            else:
+                if run.status == "completed" and run.adapter_id:  # it ended before its job could be
+                    return self.trained(job, run, result)
+                resume = run.id
+
+        def started(run_id: str) -> None:
+            result["run_id"] = run_id
+            Q.heartbeat(self.reg, job.id, self.id, result=result)  # from now on a resume continues this run
+            self.log(f"job {job.id}: {'resuming' if resume else 'training'} run {run_id} on {self.placement.device}")
+
+        progress = _TrainProgress(self, job, beat, result)
+        try:
+            outcome = train(cfg, registry=self.reg, resume=resume, on_start=started, monitor=progress,
+                            device=self.placement.device)
+        except (TrainingInterrupted, KeyboardInterrupt):
+            if progress.reason == "lost":
+                raise Q.LostClaim(f"job {job.id} was taken from this worker (its heartbeat went stale)") from None
+            if progress.reason == "cancel":
+                Q.finish(self.reg, job.id, self.id, result, status="cancelled")
+                return self.log(f"job {job.id}: cancelled at step {result.get('step', 0)}; the run keeps its "
+                                f"checkpoint (`styler train --resume {result.get('run_id')}` continues it)")
+            self.stop.set()  # SIGTERM or Ctrl-C stopped the loop: this worker stops too
+            Q.heartbeat(self.reg, job.id, self.id, result=result)  # the step it stopped at, for `styler jobs ls`
+            return self.release(job)
+        self.trained(job, outcome.run, result)
+
+    def trained(self, job: Job, run, result: dict) -> None:
+        from registry import Adapter
+
+        adapter = self.reg.get(Adapter, run.adapter_id)
+        result.update(run_id=run.id, adapter_id=adapter.id, adapter=adapter.label, step=run.step,
+                      total_steps=run.total_steps, final_loss=run.loss)
+        Q.finish(self.reg, job.id, self.id, result)
+        self.log(f"job {job.id}: done, trained {adapter.label} in run {run.id}")
+
+    def study(self, job: Job) -> None:
+        """Render and score a study whose training jobs have ended (the job waits for them)."""
+        from .study import render_study
+
+        name = (job.payload or {}).get("study")
+        if not name:
+            raise UsageError("study job: the payload needs a study name")
+        with self.rendering():
+            made = render_study(name, registry=self.reg, placement=self.placement,
+                                warn=lambda m: self.log(f"job {job.id}: warning: {m}"))
+        Q.finish(self.reg, job.id, self.id, {"sheet": str(made.sheet), "table": str(made.table)})
+        self.log(f"job {job.id}: done, study {name}: sheet {made.sheet}, scores {made.table}")
+
+
+class _TrainProgress:
+    """What a train job has instead of the live panel (the trainer's `monitor`): a log line every
+    TRAIN_LOG_EVERY steps and the step in the job's result. It stops the loop, which saves a
+    checkpoint and marks the run interrupted, when the worker is stopping, the job is cancelled or
+    it is no longer this worker's; `reason` says which."""
+
+    def __init__(self, worker: _Worker, job: Job, beat: _Heartbeat, result: dict):
+        self.worker, self.job, self.beat, self.result = worker, job, beat, result
+        self.reason: str | None = None
+        self._stamped = time.monotonic()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        return False
+
+    def update(self, state, final: bool = False) -> None:
+        if final:
+            return
+        w, job = self.worker, self.job
+        self.result.update(step=state.step, total_steps=state.total_steps)
+        if state.step % TRAIN_LOG_EVERY == 0 or state.step == state.total_steps:
+            loss = f" loss {state.loss:.4f}" if state.loss is not None else ""
+            w.log(f"job {job.id}: step {state.step}/{state.total_steps}{loss}")
+        if state.step >= state.total_steps:
+            return  # the adapter is saved next: a stop now would only lose it
+        if time.monotonic() - self._stamped >= w.heartbeat_s:
+            self._stamped = time.monotonic()
+            try:
+                if Q.heartbeat(w.reg, job.id, w.id, result=self.result).cancel_requested:
+                    self.beat.cancel.set()
+            except Q.LostClaim:
+                self.beat.lost.set()
+        if self.beat.lost.is_set():
+            self.reason = "lost"
+        elif self.beat.cancel.is_set():
+            self.reason = "cancel"
+        elif w.stop.is_set():
+            self.reason = "stop"
+        if self.reason:
+            raise KeyboardInterrupt  # the trainer's own stop: a checkpoint at this step
 
 
 def run_worker(*, once: bool = False, device: str | None = None, dtype: str | None = None, batch: int = 1,

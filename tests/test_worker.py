@@ -115,7 +115,7 @@ def test_a_failing_job_is_failed_with_one_line(styled, monkeypatch):
 
     odd = Q.enqueue(reg, "upscale", {})
     _run_once()
-    assert reg.get(Job, odd.id).error == "unknown job kind 'upscale'; this worker runs generate and eval jobs"
+    assert reg.get(Job, odd.id).error == "unknown job kind 'upscale'; this worker runs generate, eval, train and study jobs"
 
     monkeypatch.setenv("STYLER_DEBUG", "1")  # the traceback goes to the log, never into the record
     typo = Q.enqueue(reg, "generate", _payload(stpes=3))

@@ -76,6 +76,9 @@ def _add_groups() -> None:
     app.command("train", rich_help_panel="Train")(train_cmd.train)
     app.add_typer(runs_cmd.app, name="runs", rich_help_panel="Train")
     app.add_typer(adapters_cmd.app, name="adapters", rich_help_panel="Train")
+    from . import study_cmd
+
+    app.add_typer(study_cmd.app, name="study", rich_help_panel="Train")
     generate_cmd.register(app)
     eval_cmd.register(app)
     from . import explain_cmd

@@ -67,6 +67,7 @@ def train(
     adalora_beta1: Annotated[Optional[float], _opt("AdaLoRA: EMA factor of the importance scores (default 0.85).", rich_help_panel="AdaLoRA")] = None,
     adalora_beta2: Annotated[Optional[float], _opt("AdaLoRA: EMA factor of their uncertainty (default 0.85).", rich_help_panel="AdaLoRA")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the resolved plan and exit.")] = False,
+    queue: Annotated[bool, typer.Option("--queue", help="Queue the run for `styler worker` (one per GPU) instead of training now.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable result.")] = False,
 ) -> None:
     """Train an adapter on a dataset, with live progress and memory panels."""
@@ -108,6 +109,8 @@ def train(
         if not resume:
             cfg = build_config({**cfg.to_dict(), "processes": world})
     reg = registry()
+    if queue:
+        return _queue(cfg, reg, resume=resume, dry_run=dry_run, launched=launched is not None, as_json=as_json)
     if dry_run:
         if launched is None or launched[0] == 0:
             _dry_run(cfg, reg, as_json)
@@ -136,6 +139,25 @@ def train(
 
         outcome = run_train(cfg, registry=reg, console=err, resume=resume)
     _report(outcome, as_json)
+
+
+def _queue(cfg, reg, *, resume, dry_run: bool, launched: bool, as_json: bool) -> None:
+    from ..errors import UsageError
+    from ..train.jobs import describe, enqueue_train
+
+    if resume:
+        raise UsageError("--queue starts a new run; a queued run that stopped resumes by itself in the next worker "
+                         "(`styler jobs ls`), and `styler train --resume RUN` continues one here")
+    if dry_run:
+        raise UsageError("--queue and --dry-run: give one (--dry-run prints the plan without training or queueing)")
+    if launched:
+        raise UsageError("--queue under torchrun or accelerate launch: queue from a plain `styler train` instead")
+    job = enqueue_train(reg, cfg)  # bad datasets, bases or options fail now, and nothing is queued
+    if as_json:
+        print_json(job.to_dict())
+        return
+    out.print(job.id)
+    note(f"queued training {describe(job.payload)}; run `styler worker` to train it, `styler jobs ls` to follow it")
 
 
 def _report(outcome, as_json: bool) -> None:

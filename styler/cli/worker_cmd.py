@@ -22,7 +22,7 @@ def worker(
     poll: Annotated[float, typer.Option(help="Seconds between looks at an empty queue.")] = 1.0,
     stale_after: Annotated[float, typer.Option("--stale-after", help="Requeue running jobs whose worker sent no heartbeat for this many seconds.")] = 60.0,
 ) -> None:
-    """Run queued jobs (generate, eval) until stopped; start one worker per GPU to run jobs side by side."""
+    """Run queued jobs (generate, eval, train, study) until stopped; start one worker per GPU (--device cuda:N)."""
     from ..worker import run_worker
 
     rc = run_worker(once=once, device=device, dtype=dtype, batch=batch, poll_s=poll, stale_after_s=stale_after, log=_log)
@@ -42,10 +42,24 @@ def _summary(job) -> str:
         return f"{p.get('prompt', '')!r} [{mix or 'base'}] n={p.get('n', 1)}"
     if job.kind == "eval":
         return str(p.get("subject", ""))
+    if job.kind == "train":
+        from ..train.jobs import describe
+
+        return describe(p)
+    if job.kind == "study":
+        return f"render study {p.get('study', '?')}"
     return ""
 
 
 def _state(job) -> str:
+    if job.kind == "train" and job.result.get("run_id"):
+        r = job.result
+        where = f"on {job.worker} " if job.status == "running" else ""
+        made = f", {r['adapter']}" if r.get("adapter") else ""
+        error = f"; {job.error}" if job.status == "failed" else ""
+        return f"{where}run {r['run_id']} step {r.get('step', 0)}/{r.get('total_steps', '?')}{made}{error}"
+    if job.status == "queued" and job.after:
+        return f"after {len(job.after)} job(s)"
     if job.status == "running":
         done = len(job.result.get("output_ids", []))
         total = job.result.get("n") or job.payload.get("n")

@@ -375,9 +375,11 @@ def dataset_images(label: str, reg: Registry):
 def evaluate(text: str, *, prompts_file=None, n: int = 8, seed: int = 0, metrics: str | None = None,
              against: str | None = None, clip: str | None = None, steps: int = 20, guidance: float = 7.5,
              size: int | None = None, base: str | None = None, batch: int = 1, registry: Registry | None = None,
-             warn=None, placement=None) -> dict:
+             warn=None, placement=None, prompts: list[str] | None = None, seeds: list[int] | None = None) -> dict:
     """Score a subject and the baseline; returns {subject name: {metric: value}} plus the protocol.
-    Images render and CLIP runs on `placement` (default: resolve_placement())."""
+    Images render and CLIP runs on `placement` (default: resolve_placement()). `prompts` (instead of
+    a file) and `seeds` (one per image, instead of seed, seed + 1, …; n is their number) let a caller
+    render a set it chose, e.g. a study's prompts × seeds."""
     from ..device import resolve_placement
 
     placement = placement or resolve_placement()
@@ -389,6 +391,9 @@ def evaluate(text: str, *, prompts_file=None, n: int = 8, seed: int = 0, metrics
 
     warn = warn or (lambda m: None)
     reg = registry or Registry()
+    if seeds is not None:
+        seeds = [int(s) for s in seeds]
+        n = len(seeds)
     if n < 1:
         raise UsageError(f"--n {n}: evaluate at least one image")
     chosen = M.parse_metrics(metrics) if metrics else list(DEFAULT_METRICS)
@@ -408,10 +413,12 @@ def evaluate(text: str, *, prompts_file=None, n: int = 8, seed: int = 0, metrics
     clip_ref = resolve_clip(clip, fallback=_clip_fallback(subject, base))
     if clip_ref.note:
         warn(clip_ref.note)
-    prompts = read_prompts(prompts_file) if prompts_file else default_prompts(subject, reg, n)
+    chosen_seeds = seeds is not None
+    if not prompts:
+        prompts = read_prompts(prompts_file) if prompts_file else default_prompts(subject, reg, n)
     plist = [prompts[i % len(prompts)] for i in range(n)]
     chosen = _with_legibility(chosen, explicit, plist, subject, warn)
-    seeds = [seed + i for i in range(n)]
+    seeds = seeds if chosen_seeds else [seed + i for i in range(n)]
     session = Session.open(base, placement)
     side = size or (64 if session.base.kind == "tiny" else 512)
     settings = {"steps": steps, "guidance": guidance, "width": side, "height": side, "scheduler": "ddim"}
@@ -425,7 +432,7 @@ def evaluate(text: str, *, prompts_file=None, n: int = 8, seed: int = 0, metrics
                          "world": clip_ref.world, **features.placement.as_dict()}, **placement.as_dict(),
                 "n": n, "seeds": [seeds[0], seeds[-1]], "prompts_sha256": hashlib.sha256("\n".join(plist).encode()).hexdigest(),
                 "steps": steps, "guidance": guidance, "size": side, "scheduler": "ddim", "resize": "shorter side to the CLIP input, center crop",
-                "base": session.identity}
+                "base": session.identity, **({"seed_list": seeds} if chosen_seeds else {})}
     if "legibility" in chosen:
         from .legibility import OCR_SIDE, engine_version
 

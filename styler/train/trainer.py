@@ -83,9 +83,11 @@ def _sample_generator(cfg: TrainConfig, step: int, pos: int):
 
 
 class Trainer:
-    def __init__(self, plan: Plan, *, registry: Registry, console=None, rank: int = 0, world: int = 1):
+    def __init__(self, plan: Plan, *, registry: Registry, console=None, rank: int = 0, world: int = 1,
+                 device: str | None = None):
         self.plan, self.cfg, self.reg = plan, plan.cfg, registry
         self.console, self.rank, self.world = console, rank, world
+        self.placed = device  # a worker's --device ("cpu", "cuda:1"); None: accelerate's choice
         self.main = rank == 0
         self.batches = None  # the uncached path's image loader while the loop runs
 
@@ -106,8 +108,12 @@ class Trainer:
         # trains several times (`styler worker`, `styler demo`, tests) starts each run afresh. The
         # device/process-group state (PartialState) is kept.
         AcceleratorState._reset_state(reset_partial_state=False)
+        cpu = not torch.cuda.is_available() or self.placed == "cpu"
+        if self.placed and self.placed.startswith("cuda:"):
+            # one process, one GPU: accelerate trains on the current CUDA device ("cuda")
+            torch.cuda.set_device(int(self.placed.split(":")[1]))
         try:
-            self.acc = Accelerator(mixed_precision=cfg.precision, cpu=not torch.cuda.is_available(),
+            self.acc = Accelerator(mixed_precision=cfg.precision, cpu=cpu,
                                    log_with=cfg.log_with, project_dir=str(handle.dir))
         except (ValueError, RuntimeError) as exc:
             raise UsageError(f"--precision {cfg.precision}: {exc}; on CPU use bf16 or no") from None
@@ -546,13 +552,16 @@ def _raise_interrupt(*_):
 
 
 def train(cfg: TrainConfig, *, registry: Registry | None = None, console=None, resume: str | None = None,
-          rank: int = 0, world: int = 1, monitor_every: int | None = None, on_start=None, monitor=None) -> Outcome:
+          rank: int = 0, world: int = 1, monitor_every: int | None = None, on_start=None, monitor=None,
+          device: str | None = None) -> Outcome:
     """Run a training end to end: plan, run record, loop, checkpoints, adapter registration.
 
     With world > 1 this is one process of a data-parallel run (styler's --processes, torchrun or
     accelerate launch): rank 0 creates or resumes the run record and sends its id to the others;
     only rank 0 writes anything. `monitor` replaces the LiveMonitor rank 0 would show on `console`
-    (--processes sends the progress to its parent, which shows it)."""
+    (--processes sends the progress to its parent, which shows it; `styler worker` logs it and stops
+    the loop through it). `device` ("cpu", "cuda:N", from the worker's resolved --device) places a
+    single-process run; without it accelerate picks (the current GPU, else the CPU)."""
     from .monitor import LiveMonitor, TrainState
 
     reg = registry or Registry()
@@ -564,7 +573,7 @@ def train(cfg: TrainConfig, *, registry: Registry | None = None, console=None, r
                          f"processes), not {world}; use --processes {cfg.processes} or a launcher with "
                          f"{cfg.processes} processes in all")
     plan = make_plan(cfg, reg)
-    trainer = Trainer(plan, registry=reg, console=console, rank=rank, world=world)
+    trainer = Trainer(plan, registry=reg, console=console, rank=rank, world=world, device=device)
     if world > 1:
         _init_distributed()
     if rank != 0:

@@ -18,6 +18,11 @@ def enqueue(reg: Registry, kind: str, payload: dict) -> Job:
         from ..generate.jobs import enqueue_generate
 
         return enqueue_generate(reg, payload)
+    if kind == "train":  # the form's options, checked and pinned as `styler train --queue` does
+        from ..train.config import build_config
+        from ..train.jobs import enqueue_train
+
+        return enqueue_train(reg, build_config(payload))
     return jobs.enqueue(reg, kind, payload)
 
 
@@ -106,3 +111,31 @@ def eval_payload(subject: str, *, n: str, clip: str, metrics: str = "", against:
     chosen = ",".join(m.strip() for m in metrics.replace(",", " ").split() if m.strip())
     return {"subject": subject.strip(), "n": _int(n, "n", minimum=1), "clip": clip.strip() or None,
             "metrics": chosen or None, "against": against.strip() or None}
+
+
+def _float(text: str, field: str) -> float | None:
+    text = (text or "").strip()
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise FormError(f"{field} must be a number like 1e-4, not {text!r}") from None
+
+
+def train_values(dataset: str, *, name: str = "", method: str = "", steps: str = "", rank: str = "", lr: str = "",
+                 lr_text: str = "", base: str = "", resolution: str = "") -> dict:
+    """`styler train` options from the Queue form's train fields (empty: the option's default);
+    raises FormError naming a field that does not parse. The rest is checked when it is queued."""
+    from ..train.config import METHODS
+
+    if not dataset.strip():
+        raise FormError("the dataset to train on is empty: a dataset name like calligraphy/mifu (see the Datasets tab)")
+    method = method.strip()
+    if method and method not in METHODS:
+        raise FormError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
+    values = {"dataset": dataset.strip(), "name": name.strip() or None, "method": method or None,
+              "steps": _int(steps, "steps", minimum=1, optional=True), "rank": _int(rank, "rank", minimum=1, optional=True),
+              "lr": _float(lr, "lr"), "lr_text": _float(lr_text, "lr-text"), "base": base.strip() or None,
+              "resolution": _int(resolution, "resolution", minimum=8, optional=True)}
+    return {k: v for k, v in values.items() if v is not None}

@@ -35,6 +35,23 @@ def test_claim_takes_the_oldest_queued_job_of_the_wanted_kinds(reg):
     assert [j.worker for j in Q.list_jobs(reg, "running")] == ["w1", "w1", "w2"]
 
 
+def test_a_job_after_others_waits_until_they_have_ended(reg):
+    first = Q.enqueue(reg, "train", {"n": 1})
+    second = Q.enqueue(reg, "train", {"n": 2})
+    follow = Q.enqueue(reg, "study", {"study": "s"}, after=[first.id, second.id])
+    assert follow.after == [first.id, second.id]
+    assert Q.claim(reg, "w1").id == first.id
+    assert Q.claim(reg, "w2").id == second.id
+    assert Q.claim(reg, "w3") is None  # both still running: the follow-up is not taken
+    Q.finish(reg, first.id, "w1", {})
+    assert Q.claim(reg, "w3") is None
+    Q.fail(reg, second.id, "w2", "out of memory")  # an end too: the follow-up decides what to make of it
+    assert Q.claim(reg, "w3").id == follow.id
+    with pytest.raises(NotFound, match="no job with id NOPE"):
+        Q.enqueue(reg, "study", {}, after=["NOPE"])
+    assert len(Q.list_jobs(reg)) == 3
+
+
 def _claim_all(home, ready, go, out):
     reg = Registry(home)
     wid = Q.new_worker_id()

@@ -193,7 +193,7 @@ def test_the_mix_form_reads_without_colour_and_fits_80x24(fixed_home):
 
             button = pane.query_one("#queue-generate")
             assert button.region.bottom <= app.size.height - 1 and button.region.height >= 1  # above the footer
-            assert "Queue mix" in screen_text(app)
+            assert all(w in screen_text(app).splitlines()[-2] for w in ("Queue", "mix", "eval", "train"))
             await pilot.click("#queue-generate")
             await settle(pilot)
             queued = [j for j in list_jobs(Registry(fixed_home)) if j.status == "queued"]
@@ -261,3 +261,77 @@ def test_q_can_leave_the_worker_running(fixed_home):
     finally:
         os.kill(process.pid, signal.SIGTERM)
         process.wait(5)
+
+
+@pytest.mark.slow
+def test_queue_a_training_run_through_the_form_and_follow_it_live_in_runs(tiny_home, monkeypatch):
+    """At 80x24: the train form queues a job; a worker trains it and the Runs tab shows its steps as
+    they come, then the adapter it made."""
+    import threading
+
+    from styler.data.library import synth_dataset
+    from styler.train import trainer as tr
+    from styler.worker import run_worker
+
+    synth_dataset("anime", kind="pixel", n=4, size=32, seed=0)
+    gate, at_step_3 = threading.Event(), threading.Event()
+    real = tr.Trainer.step_loss
+
+    def held_at_step_3(self, step, micro):  # the run stays live until the test has looked at it
+        if step == 3:
+            at_step_3.set()
+            gate.wait(60)
+        return real(self, step, micro)
+
+    monkeypatch.setattr(tr.Trainer, "step_loss", held_at_step_3)
+
+    async def wait_for(pilot, ready, timeout=60.0):
+        for _ in range(int(timeout / 0.2)):
+            if ready():
+                return
+            await pilot.pause(0.2)
+        raise AssertionError("timed out")
+
+    async def go():
+        app = make_app(tiny_home)
+        seen = []
+        app.notify = lambda message, **kw: seen.append((message, kw.get("severity")))
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.press("6")
+            await settle(pilot)
+            pane = app.pane("queue")
+            for selector, text in (("#train-dataset", "anime"), ("#train-steps", "5"), ("#train-rank", "2"),
+                                   ("#train-lr", "fast"), ("#train-base", "tiny"), ("#train-resolution", "32")):
+                await _type(pilot, selector, text)
+            await pilot.click("#queue-train")  # on screen at 80x24
+            await settle(pilot)
+            assert seen == [("lr must be a number like 1e-4, not 'fast'", "error")] and not list_jobs(Registry(tiny_home))
+            await _type(pilot, "#train-lr", "5e-2")
+            await pilot.click("#queue-train")
+            await settle(pilot)
+            jobs = list_jobs(Registry(tiny_home))
+            assert len(jobs) == 1 and jobs[0].kind == "train"
+            config = jobs[0].payload["config"]
+            assert (config["dataset"], config["steps"], config["rank"], config["lr"], config["base"],
+                    config["resolution"]) == ("anime@1", 5, 2, 5e-2, "tiny", 32)
+            assert current_key(pane.jobs_table) == jobs[0].id
+
+            worker = asyncio.ensure_future(asyncio.to_thread(run_worker, once=True, registry=Registry(tiny_home),
+                                                             device="cpu", log=lambda m: None))
+            await pilot.press("3")
+            runs = app.pane("runs")
+            await wait_for(pilot, at_step_3.is_set)
+            await wait_for(pilot, lambda: runs.run is not None and "step     3/5" in runs.query_one("#live").content.plain)
+            assert runs.run.status == "running"
+            assert f"job: {jobs[0].id} (running, on " in runs.query_one("ProvenanceView").text
+            gate.set()
+            await worker
+            await pilot.press("r")  # re-read now rather than at the next 2 s refresh
+            await wait_for(pilot, lambda: runs.run is not None and runs.run.status == "completed")
+            assert "step     5/5" in runs.query_one("#live").content.plain
+            assert runs.adapter_labels[runs.run.adapter_id] == "anime@1"
+            assert [r[4][:3] for r in cell_texts(runs.table)] == ["ani"]  # the adapter column, cut at 80 columns
+        return seen
+
+    seen = asyncio.run(go())
+    assert [s for _, s in seen].count("error") == 1

@@ -1,4 +1,4 @@
-"""The Queue tab: forms that queue a mixed-LoRA generation or an eval, and the jobs table.
+"""The Queue tab: forms that queue a mixed-LoRA generation, an eval or a training run, and the jobs table.
 
 `c` cancels and `t` retries the highlighted job; `w` starts a `styler worker` in the background
 (the app stops it on exit). Jobs are polled every second while the tab shows or a worker runs.
@@ -18,7 +18,7 @@ from textual.widgets.selection_list import Selection
 from textual.worker import get_current_worker
 
 from ..provenance import fmt_time, short_id
-from ..queue_ops import FormError, cancel, enqueue, eval_payload, list_jobs, mix_payload, retry
+from ..queue_ops import FormError, cancel, enqueue, eval_payload, list_jobs, mix_payload, retry, train_values
 from ..widgets import CheckList, RecordTable, clip, current_key, fill_table, move_to_key
 from .base import RegistryPane
 
@@ -40,6 +40,11 @@ def job_subject(job: Job) -> str:
         return str(p.get("prompt", ""))
     if job.kind == "eval":
         return str(p.get("subject", ""))
+    if job.kind == "train":
+        c = p.get("config") or {}
+        return str(c.get("name") or c.get("dataset", ""))
+    if job.kind == "study":
+        return f"study {p.get('study', '')}"
     return ", ".join(f"{k}={v}" for k, v in p.items())
 
 
@@ -51,6 +56,13 @@ def job_summary(job: Job) -> str:
         return f"{p.get('prompt', '')} [{mix or 'base'}] n={p.get('n')} seed={p.get('seed')}"
     if job.kind == "eval":
         return f"{p.get('subject', '')} n={p.get('n')} clip={p.get('clip') or 'default'}"
+    if job.kind == "train":
+        from ...train.jobs import describe
+
+        c = p.get("config") or {}
+        return f"{describe(p)}, rank {c.get('rank', 16)}, lr {c.get('lr', 1e-4):g}"
+    if job.kind == "study":
+        return f"render and score study {p.get('study', '')} once its {len(job.after)} training job(s) end"
     return ", ".join(f"{k}={v}" for k, v in p.items())
 
 
@@ -104,10 +116,26 @@ class QueuePane(RegistryPane):
                     with Horizontal(classes="form-row"):
                         yield field("n", "8", placeholder="per subject", id="eval-n", type="integer")
                         yield field("clip", placeholder="default", id="eval-clip")
+                    yield Label("Train", classes="form-title")
+                    yield field("dataset", placeholder="NAME[@VERSION] to train on", id="train-dataset")
+                    with Horizontal(classes="form-row"):
+                        yield field("name", placeholder="the dataset's", id="train-name")
+                        yield field("method", placeholder="lora", id="train-method")
+                    with Horizontal(classes="form-row"):
+                        yield field("steps", placeholder="1000", id="train-steps", type="integer")
+                        yield field("rank", placeholder="16", id="train-rank", type="integer")
+                    with Horizontal(classes="form-row"):
+                        yield field("lr", placeholder="1e-4", id="train-lr")
+                        yield field("lr-text", placeholder="= lr", id="train-lr-text")
+                    with Horizontal(classes="form-row"):
+                        yield field("base", placeholder="default", id="train-base")
+                        yield field("resolution", placeholder="native", id="train-resolution", type="integer")
                 # outside the scrolling form, so both stay on screen at 80x24 with weights open
                 with Horizontal(id="queue-buttons"):
-                    yield Button("Queue mix", id="queue-generate", variant="primary", compact=True)
-                    yield Button("Queue eval", id="queue-eval", compact=True)
+                    yield Label("Queue", id="queue-label")  # one word for three buttons: they fit at 80x24
+                    yield Button("mix", id="queue-generate", variant="primary", compact=True)
+                    yield Button("eval", id="queue-eval", compact=True)
+                    yield Button("train", id="queue-train", compact=True)
             with Vertical(id="jobs-box"):
                 yield Static(id="worker-status", markup=False)
                 yield RecordTable(id="jobs-table", cursor_type="row", zebra_stripes=True, enter_hint=False)
@@ -200,7 +228,13 @@ class QueuePane(RegistryPane):
             t.append("worker  ", style="dim").append(f"{job.worker}  (heartbeat {fmt_time(job.heartbeat_at)})\n")
         if job.error:
             t.append("error   ", style="dim").append(job.error + "\n", style="red")
-        outputs = (job.result or {}).get("output_ids") or []
+        result = job.result or {}
+        if job.kind == "train" and result.get("run_id"):
+            t.append("run     ", style="dim").append(f"{result['run_id']}  step {result.get('step', 0)}/"
+                                                      f"{result.get('total_steps', '?')}  (Runs tab: 3)\n")
+            if result.get("adapter"):
+                t.append("made    ", style="dim").append(f"{result['adapter']}\n")
+        outputs = result.get("output_ids") or []
         if outputs:
             t.append("made    ", style="dim").append(", ".join(short_id(o) for o in outputs) + "\n")
         detail.update(t.rstrip() or t)
@@ -256,6 +290,20 @@ class QueuePane(RegistryPane):
             self.app.notify(str(exc), severity="error", markup=False)
             return
         self._enqueue("eval", payload)
+
+    @on(Button.Pressed, "#queue-train")
+    def _queue_train(self, event: Button.Pressed) -> None:
+        event.stop()
+        try:
+            values = train_values(self._value("#train-dataset"), name=self._value("#train-name"),
+                                  method=self._value("#train-method"), steps=self._value("#train-steps"),
+                                  rank=self._value("#train-rank"), lr=self._value("#train-lr"),
+                                  lr_text=self._value("#train-lr-text"), base=self._value("#train-base"),
+                                  resolution=self._value("#train-resolution"))
+        except FormError as exc:
+            self.app.notify(str(exc), severity="error", markup=False)
+            return
+        self._enqueue("train", values)
 
     # writes are not exclusive: a second press must not mark the first one's worker cancelled
     @work(thread=True, exclusive=False, exit_on_error=False, group="enqueue", description="queueing a job")

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rich.text import Text
-from registry import Adapter, BlobStore, Output, Registry, Run
+from registry import Adapter, BlobStore, Job, Output, Registry, Run
 from registry.maintenance import record_gone_runs
 from textual import on, work
 from textual.app import ComposeResult
@@ -160,6 +160,10 @@ class RunsPane(TablePane):
 
     def loaded(self, data) -> None:
         self.records, self.dataset_labels, self.adapter_labels = data
+        shown = self.run
+        now = next((r for r in self.records if shown is not None and r.id == shown.id), None)
+        if now is not None and (now.status, now.adapter_id, now.error) != (shown.status, shown.adapter_id, shown.error):
+            self._load_detail(now.id)  # the followed run ended, failed or was resumed (e.g. by a worker)
 
     def row(self, r: Run) -> tuple:
         return (short_id(r.id), Text(r.status, style=STATUS_STYLES.get(r.status, "")), f"{r.step}/{r.total_steps}",
@@ -182,7 +186,10 @@ class RunsPane(TablePane):
         facts += tuple((k, str(cfg[k])) for k in ("rank", "alpha", "lr", "batch", "resolution", "targets") if k in cfg)
         if run.error:
             facts += (("error", run.error),)
-        if run.status in RESUMABLE:
+        job = next((j for j in reg.find(Job, kind="train") if (j.result or {}).get("run_id") == run.id), None)
+        if job is not None:  # trained by `styler worker`: its job resumes the run by itself when put back
+            facts += (("job", f"{job.id} ({job.status}{', on ' + job.worker if job.worker else ''})"),)
+        if run.status in RESUMABLE and (job is None or job.status not in ("queued", "running")):
             facts += (("resume", resume_command(run)),)
         preview = samples_preview(reg, run)
         if preview.sheet is not None:  # where it is, in the home (o shows the whole path)
