@@ -64,7 +64,8 @@ class ImportReport:
                        "training data); use a smaller --size, or leave --size out to keep the images as they are")
         if stats.get("cropped"):
             out.append(f"{stats['cropped']} non-square image(s) were center-cropped to {size}x{size}, losing their "
-                       "edges; --crop none keeps the whole picture (longer side = --size)")
+                       "edges; --crop none keeps the whole picture (longer side = --size), and --buckets keeps it for "
+                       "`styler train --buckets`")
         return out
 
 

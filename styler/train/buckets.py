@@ -74,7 +74,7 @@ def resolve_spec(resolution: int, *, step: int | None, min_side: int | None, max
                          f"(bucket sides become latents 1/{vae_scale} the size); use {default_step}, this base's own step")
     if resolution < step:
         raise UsageError(f"the bucket budget --resolution {resolution} is smaller than one bucket step ({step} px); "
-                         f"use --resolution {default_step} or more, or a smaller --bucket-reso-steps")
+                         f"use --resolution {step} or more, or --bucket-reso-steps {min(default_step, resolution // vae_scale * vae_scale)}")
     lo = int(min_side) if min_side is not None else max(step, resolution // 2 // step * step)
     hi = int(max_side) if max_side is not None else resolution * 2 // step * step
     for name, value in (("--min-bucket-reso", lo), ("--max-bucket-reso", hi)):
