@@ -26,10 +26,13 @@ SD-1.5: 8 × 2³; 32 on the tiny base: 8 × 2²), so every bucket's latents pass
 downsamplers without a remainder. The smallest and largest sides default to resolution / 2 and
 resolution × 2 (kohya's 256 and 1024 at 512).
 
-A batch only ever holds one bucket: each epoch every bucket's images are shuffled and cut into
-batches of `batch`; a bucket's last batch is filled up with its own images drawn again, so every
-batch is full and stream position p is slot p % batch of batch p // batch (the loop's arithmetic
-for accumulation and data parallelism stays as it is). The batches of an epoch are then shuffled.
+A batch only ever holds one bucket, and so does every optimizer step: each epoch every bucket's
+images are shuffled and cut into groups of one global batch (batch × accum × processes); a
+bucket's last group is filled up with its own images drawn again, so every group is full, and
+the groups of an epoch are shuffled. Stream position p is then slot p % G of group p // G, and
+every micro-batch of every process (`batch` consecutive positions, aligned) lies inside one group.
+So the loop's arithmetic stays as it is, and two processes at batch 1, or accum 2 at batch 1, see
+the same images in the same steps as one process at batch 2, as they do without buckets.
 """
 
 from __future__ import annotations
@@ -184,7 +187,8 @@ def describe(spec: BucketSpec, assigned: Sequence[Size]) -> list[str]:
 
 
 class BucketStream:
-    """The endless stream of training samples in single-bucket batches (see the module docstring).
+    """The endless stream of training samples in single-bucket groups (see the module docstring);
+    `batch` is the global batch, batch × accum × processes.
 
     `indices(start, count)` gives (epoch, dataset index) for stream positions [start, start+count),
     as `plan.stream_indices` does for square training."""
@@ -200,7 +204,7 @@ class BucketStream:
         self._epochs: dict[int, list[list[int]]] = {}
 
     def epoch_batches(self, epoch: int) -> list[list[int]]:
-        """The batches of one epoch, each `batch` dataset indices from one bucket."""
+        """The groups of one epoch, each `batch` dataset indices from one bucket."""
         if epoch not in self._epochs:
             import torch
 

@@ -121,7 +121,7 @@ def make_plan(cfg: TrainConfig, reg: Registry, *, check_device: bool = True) -> 
     spec = train_sizes = val_sizes = None
     if cfg.buckets:
         spec, train_sizes, val_sizes = _plan_buckets(cfg, layout, items, load_items(dataset, reg.home, "val") if n_val else [])
-        stream = BucketStream(cfg.seed, train_sizes, cfg.batch)
+        stream = BucketStream(cfg.seed, train_sizes, per_step)  # one bucket per optimizer step
     else:
         stream = SquareStream(cfg.seed, len(items))
     if cfg.steps:
