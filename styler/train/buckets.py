@@ -169,7 +169,13 @@ def image_size(path: Path) -> Size:
 def assign_buckets(paths: Sequence[Path], spec: BucketSpec) -> list[Size]:
     """The bucket of every image, in order."""
     sizes = None if spec.no_upscale else bucket_sizes(spec)
-    return [choose_bucket(*image_size(p), spec, sizes) for p in paths]
+    out = []
+    for p in paths:
+        try:
+            out.append(choose_bucket(*image_size(p), spec, sizes))
+        except InputError as exc:
+            raise InputError(f"training image {p.name}: {exc.message}") from None
+    return out
 
 
 def bucket_counts(assigned: Sequence[Size]) -> list[tuple[Size, int]]:
