@@ -42,6 +42,8 @@ def _report_added(report, as_json: bool) -> None:
     skipped = f", {d.n_dropped} skipped" if d.n_dropped else ""
     out.print(f"added [bold]{escape(d.label)}[/]: {d.n_images} images ({d.n_train} train, {d.n_val} val){skipped}")
     note(f"stored in {registry().home / d.path}; see it with `styler data show {d.label}`")
+    if (d.options or {}).get("buckets"):
+        note(f"pictures kept whole; train on their aspect ratios with `styler train {d.name} --buckets`")
 
 
 @app.command()
@@ -55,6 +57,7 @@ def add(
     min_sharpness: Annotated[Optional[float], typer.Option(help="Drop images whose Laplacian variance is below this (100 is a common cut; off by default).")] = None,
     size: Annotated[Optional[int], typer.Option(help="Resize to this many pixels (multiple of 8); default keeps the images as they are.")] = None,
     crop: Annotated[str, typer.Option(help="With --size: center (square crop) or none (keep aspect, longer side = size).")] = "center",
+    buckets: Annotated[bool, typer.Option("--buckets", help="Keep every picture whole for `styler train --buckets` (no crop, never enlarged); with --size S, pictures over S×S pixels in area are scaled down, aspect kept. --crop does not apply.")] = False,
     val_split: Annotated[float, typer.Option(help="Fraction held out for validation loss, e.g. 0.1.")] = 0.0,
     strict: Annotated[bool, typer.Option("--strict", help="Refuse the whole import if any file is bad or any caption is missing.")] = False,
     as_json: Json = False,
@@ -63,7 +66,8 @@ def add(
     from ..data.importer import ImportOptions, add_dataset
 
     opts = ImportOptions(prefix=prefix, trigger=trigger, caption_from=caption_from, template=template,
-                         min_sharpness=min_sharpness, size=size, crop=crop, val_split=val_split, strict=strict)
+                         min_sharpness=min_sharpness, size=size, crop=crop, val_split=val_split, strict=strict,
+                         buckets=buckets)
     bar, cb = _progress()
     if bar:
         with bar:

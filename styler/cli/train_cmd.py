@@ -40,6 +40,14 @@ def train(
     snr_gamma: Annotated[Optional[float], _opt("Min-SNR loss weighting gamma (5 is usual).")] = None,
     noise_offset: Annotated[Optional[float], _opt("Noise offset (0.05–0.1 helps very dark/bright styles).")] = None,
     augment: Annotated[Optional[str], _opt("Comma list of flip, crop, color.")] = None,
+    buckets: Annotated[Optional[bool], _opt("Aspect-ratio buckets: each image trains at the width×height (within --resolution² pixels) nearest its own shape; a batch holds one bucket.", "--buckets/--no-buckets", rich_help_panel="Aspect-ratio buckets")] = None,
+    min_bucket_reso: Annotated[Optional[int], _opt("With --buckets: the smallest bucket side (default --resolution / 2).", rich_help_panel="Aspect-ratio buckets")] = None,
+    max_bucket_reso: Annotated[Optional[int], _opt("With --buckets: the largest bucket side (default --resolution × 2).", rich_help_panel="Aspect-ratio buckets")] = None,
+    bucket_reso_steps: Annotated[Optional[int], _opt("With --buckets: bucket sides are multiples of this (default: the base's own, 64 on SD-1.5, 32 on tiny).", rich_help_panel="Aspect-ratio buckets")] = None,
+    no_upscale: Annotated[Optional[bool], _opt("With --buckets: never enlarge an image; its bucket is the largest of its shape that fits (min/max bucket sides do not apply).", "--no-upscale", "--bucket-no-upscale", rich_help_panel="Aspect-ratio buckets")] = None,
+    shuffle_caption: Annotated[Optional[bool], _opt("Shuffle the comma-separated tags of each caption at every step.", "--shuffle-caption/--no-shuffle-caption", rich_help_panel="Captions")] = None,
+    keep_tokens: Annotated[Optional[int], _opt("With --shuffle-caption: the first N tags stay in place (e.g. 1 for a trigger word).", rich_help_panel="Captions")] = None,
+    caption_dropout: Annotated[Optional[float], _opt("Probability that a sample trains on the empty caption (0–1; 0.05–0.1 is usual).", rich_help_panel="Captions")] = None,
     cache_latents: Annotated[Optional[bool], _opt("Encode images with the VAE once (default on).", "--cache-latents/--no-cache-latents")] = None,
     loader_workers: Annotated[Optional[int], _opt("DataLoader worker processes that load and augment images when latents are not cached (default: min(4, CPUs per process − 1)); 0 loads in the training process.")] = None,
     optimizer: Annotated[Optional[str], _opt("adamw (default) | adamw8bit (bitsandbytes + CUDA).")] = None,
@@ -78,7 +86,10 @@ def train(
                   text_encoder=text_encoder, dora=dora, lr=lr, lr_text=lr_text, scheduler=scheduler, warmup=warmup,
                   steps=steps, epochs=epochs, batch=batch, accum=accum, resolution=resolution, seed=seed,
                   precision=precision, grad_checkpointing=grad_checkpointing, low_memory=low_memory, snr_gamma=snr_gamma,
-                  noise_offset=noise_offset, augment=augment, cache_latents=cache_latents, loader_workers=loader_workers, optimizer=optimizer,
+                  noise_offset=noise_offset, augment=augment, buckets=buckets, min_bucket_reso=min_bucket_reso,
+                  max_bucket_reso=max_bucket_reso, bucket_reso_steps=bucket_reso_steps, no_upscale=no_upscale,
+                  shuffle_caption=shuffle_caption, keep_tokens=keep_tokens, caption_dropout=caption_dropout,
+                  cache_latents=cache_latents, loader_workers=loader_workers, optimizer=optimizer,
                   validate_every=validate_every, validation_prompts=validation_prompt or None,
                   checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints, log_with=log_with, processes=processes,
                   instance_prompt=instance_prompt, class_prompt=class_prompt, class_images=class_images,
@@ -183,5 +194,7 @@ def _dry_run(cfg, reg, as_json: bool) -> None:
     out.print(f"  steps      {d['steps']} × {d['samples_per_step']} samples = {d['epochs']} epochs")
     out.print(f"  trainable  {d['trainable_params']:,} parameters")
     out.print(f"  memory     ~{human_bytes(d['memory_estimate_bytes'])} for weights and optimizer state (activations extra)")
+    for line in plan.bucket_table():
+        out.print(f"  {escape(line)}")
     for n in d["notes"]:
         note(n)

@@ -97,3 +97,13 @@ def prepare(image: Image.Image, size: int | None, crop: str) -> Image.Image:
     scale = size / max(w, h)
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
     return image.resize((nw, nh), Image.Resampling.LANCZOS)
+
+
+def fit_within(image: Image.Image, size: int | None) -> Image.Image:
+    """For bucketed training: the whole picture, scaled down (aspect kept) to at most size×size
+    pixels in area when it is larger; never enlarged, never cropped. size None keeps it as it is."""
+    w, h = image.size
+    if not size or w * h <= size * size:
+        return image
+    scale = (size * size / (w * h)) ** 0.5
+    return image.resize((max(8, int(w * scale)), max(8, int(h * scale))), Image.Resampling.LANCZOS)

@@ -15,7 +15,7 @@ from registry import Dataset, Registry, new_id, parse_name, sha256_file
 
 from ..errors import InputError, UsageError, WriteError
 from . import captions as cap
-from .images import IMAGE_EXTS, BadImage, laplacian_variance, load_image, prepare
+from .images import IMAGE_EXTS, BadImage, fit_within, laplacian_variance, load_image, prepare
 
 CROPS = ("center", "none")
 MAX_LISTED = 5
@@ -32,6 +32,7 @@ class ImportOptions:
     crop: str = "center"
     val_split: float = 0.0
     strict: bool = False
+    buckets: bool = False  # keep whole pictures for `train --buckets`: --size bounds their area, no crop
 
 
 @dataclass
@@ -63,7 +64,8 @@ class ImportReport:
                        "training data); use a smaller --size, or leave --size out to keep the images as they are")
         if stats.get("cropped"):
             out.append(f"{stats['cropped']} non-square image(s) were center-cropped to {size}x{size}, losing their "
-                       "edges; --crop none keeps the whole picture (longer side = --size)")
+                       "edges; --crop none keeps the whole picture (longer side = --size), and --buckets keeps it for "
+                       "`styler train --buckets`")
         return out
 
 
@@ -274,14 +276,15 @@ def save_image(image, path: Path) -> None:
 
 
 def _write_image(tmp: Path, index: int, path: Path, rel: str, loaded, caption: str, sharpness: float, o: ImportOptions) -> dict:
-    if not o.size and loaded.unchanged and loaded.format in _KEEP_FORMATS:
+    within = o.buckets and (not o.size or loaded.width * loaded.height <= o.size * o.size)
+    if (not o.size or within) and loaded.unchanged and loaded.format in _KEEP_FORMATS:
         # untouched pixels: keep the user's own bytes (no second lossy encode)
         fname = f"{index:05d}{_KEEP_FORMATS[loaded.format]}"
         shutil.copyfile(path, tmp / "images" / fname)
         w, h = loaded.width, loaded.height
     else:
         fname = f"{index:05d}.png"
-        im = prepare(loaded.image, o.size, o.crop)
+        im = fit_within(loaded.image, o.size) if o.buckets else prepare(loaded.image, o.size, o.crop)
         save_image(im, tmp / "images" / fname)
         w, h = im.size
     return {

@@ -60,6 +60,16 @@ class TrainConfig:
     snr_gamma: float | None = None
     noise_offset: float = 0.0
     augment: list[str] = field(default_factory=list)
+    # aspect-ratio buckets (styler/train/buckets.py); the run pins the values it resolved
+    buckets: bool = False
+    min_bucket_reso: int | None = None  # None: resolution / 2 (kohya's 256 at 512)
+    max_bucket_reso: int | None = None  # None: resolution × 2
+    bucket_reso_steps: int | None = None  # None: the base's step (VAE factor × UNet downsampling: 64 on SD-1.5)
+    no_upscale: bool = False  # buckets never enlarge an image (kohya's --bucket_no_upscale)
+    # captions, changed per sample and step from the seed (styler/train/captions.py)
+    shuffle_caption: bool = False
+    keep_tokens: int = 0  # the first N comma-separated tags stay in place when shuffling
+    caption_dropout: float = 0.0  # probability that a sample trains with the empty caption
     cache_latents: bool = True
     loader_workers: int | None = None  # DataLoader worker processes for the uncached path; None: auto
     optimizer: str = "adamw"
@@ -221,6 +231,19 @@ def validate(cfg: TrainConfig) -> None:
     need(cfg.optimizer in OPTIMIZERS, f"unknown --optimizer {cfg.optimizer!r}; use adamw or adamw8bit")
     bad = [a for a in cfg.augment if a not in AUGMENTS]
     need(not bad, f"unknown --augment {', '.join(bad)}; use a comma list of {', '.join(AUGMENTS)}")
+    need(cfg.keep_tokens >= 0, f"--keep-tokens must be >= 0 (got {cfg.keep_tokens}); it counts the leading "
+         "comma-separated tags --shuffle-caption leaves in place (e.g. 1 for a trigger word)")
+    need(0.0 <= cfg.caption_dropout <= 1.0, f"--caption-dropout must be between 0 and 1 (got {cfg.caption_dropout:g}); "
+         "it is the probability of training a sample on the empty caption (0.05–0.1 is usual)")
+    if not cfg.buckets:
+        given = [f"--{n.replace('_', '-')}" for n in ("min_bucket_reso", "max_bucket_reso", "bucket_reso_steps",
+                                                      "no_upscale") if getattr(cfg, n) not in (None, False)]
+        need(not given, f"{given[0] if given else ''} only applies to --buckets; add --buckets or drop it")
+    for n in ("min_bucket_reso", "max_bucket_reso", "bucket_reso_steps"):
+        value = getattr(cfg, n)
+        need(value is None or value >= 8 and value % 8 == 0,
+             f"--{n.replace('_', '-')} {value} must be a multiple of 8, the VAE's factor (bucket sides become "
+             "latents 1/8 the size); 64 is SD-1.5's step")
     need(cfg.log_with in (None, *LOGGERS), f"unknown --log-with {cfg.log_with!r}; use tensorboard or wandb")
     need(cfg.snr_gamma is None or _positive(cfg.snr_gamma), f"--snr-gamma must be > 0 and finite (got {cfg.snr_gamma}); 5 is usual")
     need(_non_negative(cfg.noise_offset),

@@ -98,20 +98,22 @@ def open_rgb(path: Path) -> Image.Image:
         raise InputError(f"cannot read training image {path}: {exc}") from None
 
 
-def resize_crop(image: Image.Image, resolution: int, *, g: torch.Generator | None = None,
+def resize_crop(image: Image.Image, resolution: int | tuple[int, int], *, g: torch.Generator | None = None,
                 zoom: float = 1.0) -> Image.Image:
-    """Shorter side to resolution·zoom, then a resolution² crop: centred without g, else random."""
+    """Scale the image to cover resolution·zoom (a side, or a (width, height) bucket), then crop to
+    it: centred without g, else at random. Only the side that overshoots is cut."""
+    tw, th = (resolution, resolution) if isinstance(resolution, int) else (int(resolution[0]), int(resolution[1]))
     w, h = image.size
-    scale = resolution * zoom / min(w, h)
-    nw, nh = max(resolution, round(w * scale)), max(resolution, round(h * scale))
+    scale = max(tw / w, th / h) * zoom
+    nw, nh = max(tw, round(w * scale)), max(th, round(h * scale))
     if (nw, nh) != (w, h):
         image = image.resize((nw, nh), Image.Resampling.LANCZOS)
     if g is None:
-        left, top = (nw - resolution) // 2, (nh - resolution) // 2
+        left, top = (nw - tw) // 2, (nh - th) // 2
     else:
-        left = int(torch.randint(0, nw - resolution + 1, (), generator=g))
-        top = int(torch.randint(0, nh - resolution + 1, (), generator=g))
-    return image.crop((left, top, left + resolution, top + resolution))
+        left = int(torch.randint(0, nw - tw + 1, (), generator=g))
+        top = int(torch.randint(0, nh - th + 1, (), generator=g))
+    return image.crop((left, top, left + tw, top + th))
 
 
 def color_jitter(arr: np.ndarray, g: torch.Generator) -> np.ndarray:
@@ -132,18 +134,23 @@ def to_tensor(image: Image.Image | np.ndarray) -> torch.Tensor:
 
 
 class ImageCaptionDataset(torch.utils.data.Dataset):
-    """Items as dict(pixels=3×R×R float in [-1, 1], text=str, index=int).
+    """Items as dict(pixels=3×R×R float in [-1, 1], text=str, index=int); with `sizes` (one
+    (width, height) bucket per item) item i is 3×height×width instead.
 
     augment: "flip" (mirror with p=0.5), "crop" (random crop of a slightly zoomed image instead of
     the centre crop), "color" (±10% brightness/contrast/saturation). Call set_epoch each epoch."""
 
-    def __init__(self, items: Sequence[Item], resolution: int, augment: Iterable[str] = (), seed: int = 0):
+    def __init__(self, items: Sequence[Item], resolution: int, augment: Iterable[str] = (), seed: int = 0,
+                 sizes: Sequence[tuple[int, int]] | None = None):
         augment = set(augment)
         unknown = sorted(augment - set(AUGMENTS))
         if unknown:
             raise UsageError(f"unknown --augment {', '.join(unknown)}; use {', '.join(AUGMENTS)}")
         self.items = list(items)
         self.resolution = int(resolution)
+        if sizes is not None and len(sizes) != len(self.items):
+            raise ValueError(f"{len(sizes)} bucket sizes for {len(self.items)} images")
+        self.sizes = [tuple(s) for s in sizes] if sizes is not None else None
         self.augment = frozenset(augment)
         self.seed = int(seed)
         self.epoch = 0
@@ -158,10 +165,11 @@ class ImageCaptionDataset(torch.utils.data.Dataset):
         item = self.items[i]
         g = item_generator(self.seed, self.epoch, i)
         image = open_rgb(item.path)
+        target = self.sizes[i] if self.sizes is not None else self.resolution
         if "crop" in self.augment:
-            image = resize_crop(image, self.resolution, g=g, zoom=_uniform(g, 1.0, CROP_ZOOM))
+            image = resize_crop(image, target, g=g, zoom=_uniform(g, 1.0, CROP_ZOOM))
         else:
-            image = resize_crop(image, self.resolution)
+            image = resize_crop(image, target)
         if "flip" in self.augment and float(torch.rand((), generator=g)) < 0.5:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         arr = np.asarray(image, dtype=np.float32)
@@ -211,7 +219,8 @@ def cache_file(cache_dir: Path, key: dict) -> Path:
 
 
 class LatentCache:
-    """mean/std: N×V×4×R/8×R/8 float32 on the CPU; view 0 is the image, view 1 (with flip) its mirror.
+    """mean/std: N×V×4×R/8×R/8 float32 on the CPU (N×V×4×H/8×W/8 for a W×H bucket); view 0 is the
+    image, view 1 (with flip) its mirror.
 
     `status` says what build did: "built", "reused", or "rebuilt" (the file was corrupt or stale:
     warn the user). `latents(indices, generator, flips)` gives a B×4×R/8×R/8 batch already
@@ -231,20 +240,24 @@ class LatentCache:
         return self.mean.shape[0]
 
     @classmethod
-    def build(cls, vae, dataset_items: Sequence[Item], resolution: int, *, flip: bool, cache_dir: Path, key: dict,
-              device="cpu", dtype=torch.float32, batch_size: int = 8,
+    def build(cls, vae, dataset_items: Sequence[Item], resolution: int | tuple[int, int], *, flip: bool,
+              cache_dir: Path, key: dict, device="cpu", dtype=torch.float32, batch_size: int = 8,
               progress: Callable[[int, int], None] | None = None, write: bool = True) -> "LatentCache":
-        """Reuse the cache file for this key, else encode (and, with write, save it)."""
+        """Reuse the cache file for this key, else encode (and, with write, save it). `resolution`
+        is a square's side or a (width, height) bucket; the key holds it, so sizes never mix."""
         items = list(dataset_items)
         scaling = float(vae.config.scaling_factor)
         shift = float(getattr(vae.config, "shift_factor", None) or 0.0)
-        full_key = {**key, "cache": {"format": CACHE_FORMAT, "resolution": int(resolution), "flip": bool(flip),
+        size = {"resolution": int(resolution)} if isinstance(resolution, int) else {
+            "bucket": [int(resolution[0]), int(resolution[1])]}
+        full_key = {**key, "cache": {"format": CACHE_FORMAT, **size, "flip": bool(flip),
                                      "dtype": str(dtype).replace("torch.", ""), "scaling_factor": scaling,
                                      "shift_factor": shift, "files": [it.path.name for it in items]}}
         path = cache_file(cache_dir, full_key)
         status = "built"
+        factor = 2 ** (len(vae.config.block_out_channels) - 1)
         if path.exists():
-            loaded = cls._load(path, full_key, len(items), 2 if flip else 1, resolution)
+            loaded = cls._load(path, full_key, len(items), 2 if flip else 1, resolution, factor)
             if loaded is not None:
                 mean, std = loaded
                 return cls(mean, std, scaling_factor=scaling, shift_factor=shift, path=path, key=full_key, status="reused")
@@ -278,7 +291,7 @@ class LatentCache:
         return torch.cat(means).contiguous(), torch.cat(stds).contiguous()
 
     @staticmethod
-    def _load(path: Path, key: dict, n: int, views: int, resolution: int):
+    def _load(path: Path, key: dict, n: int, views: int, resolution: int | tuple[int, int], factor: int = 8):
         """(mean, std) when the file is whole and made for this key; None otherwise."""
         from safetensors import safe_open
 
@@ -290,8 +303,8 @@ class LatentCache:
                 mean, std = f.get_tensor("mean"), f.get_tensor("std")
         except Exception:  # truncated, garbage, wrong header: rebuild
             return None
-        r = resolution // 8
-        if mean.shape != (n, views, mean.shape[2], r, r) or std.shape != mean.shape:
+        w, h = (resolution, resolution) if isinstance(resolution, int) else resolution
+        if mean.shape != (n, views, mean.shape[2], h // factor, w // factor) or std.shape != mean.shape:
             return None
         if not (torch.isfinite(mean).all() and torch.isfinite(std).all()):
             return None
@@ -323,3 +336,44 @@ class LatentCache:
         if noise:
             mean = mean + self.std[idx, view] * torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
         return (mean - self.shift_factor) * self.scaling_factor
+
+
+class BucketLatents:
+    """One LatentCache per bucket, behind LatentCache's `latents` (dataset indices in, one bucket
+    per batch). Each bucket's file has the bucket's size in its key, so a cache of another size is
+    never read for it."""
+
+    def __init__(self, caches: dict[tuple[int, int], LatentCache], where: list[tuple[tuple[int, int], int]]):
+        self.caches, self.where = caches, where  # where[i]: (bucket, index within the bucket's cache)
+
+    @classmethod
+    def build(cls, vae, dataset_items: Sequence[Item], sizes: Sequence[tuple[int, int]], **kwargs) -> "BucketLatents":
+        """`sizes[i]` is item i's bucket; kwargs as LatentCache.build (flip, cache_dir, key, …)."""
+        members: dict[tuple[int, int], list[int]] = {}
+        for i, size in enumerate(sizes):
+            members.setdefault(tuple(size), []).append(i)
+        caches, where = {}, [None] * len(sizes)
+        for size in sorted(members):
+            caches[size] = LatentCache.build(vae, [dataset_items[i] for i in members[size]], size, **kwargs)
+            for local, i in enumerate(members[size]):
+                where[i] = (size, local)
+        return cls(caches, where)
+
+    @property
+    def status(self) -> str:
+        states = {c.status for c in self.caches.values()}
+        return "rebuilt" if "rebuilt" in states else "reused" if states == {"reused"} else "built"
+
+    @property
+    def flip(self) -> bool:
+        return all(c.flip for c in self.caches.values())
+
+    def __len__(self) -> int:
+        return len(self.where)
+
+    def latents(self, indices, generator: torch.Generator | None = None, flips=None, *, noise: bool = True) -> torch.Tensor:
+        idx = torch.as_tensor(indices, dtype=torch.long).reshape(-1).tolist()
+        buckets = {self.where[i][0] for i in idx}
+        if len(buckets) != 1:
+            raise ValueError(f"a batch must hold one bucket, got {sorted(buckets)}")
+        return self.caches[buckets.pop()].latents([self.where[i][1] for i in idx], generator, flips, noise=noise)

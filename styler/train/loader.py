@@ -16,8 +16,6 @@ import os
 import torch
 
 from ..errors import StylerError
-from .plan import stream_indices
-
 AUTO_MAX_WORKERS = 4
 
 
@@ -58,16 +56,17 @@ class StreamSampler(torch.utils.data.Sampler):
 
 class StreamImages(torch.utils.data.Dataset):
     """Stream position → dict(pixels, pos); a styler error in a worker comes back as data, so the
-    loop raises it as the one-line error it is (DataLoader would re-raise it with a traceback)."""
+    loop raises it as the one-line error it is (DataLoader would re-raise it with a traceback).
+    `stream` maps positions to (epoch, index): the plan's SquareStream or BucketStream."""
 
-    def __init__(self, images, seed: int):
-        self.images, self.seed = images, int(seed)
+    def __init__(self, images, stream):
+        self.images, self.stream = images, stream
 
     def __len__(self) -> int:  # positions are unbounded; the sampler decides which are read
         return 2**62
 
     def __getitem__(self, pos: int) -> dict:
-        (epoch, index), = stream_indices(self.seed, len(self.images), int(pos), 1)
+        (epoch, index), = self.stream.indices(int(pos), 1)
         try:
             self.images.set_epoch(epoch)
             pixels = self.images[index]["pixels"]
@@ -87,12 +86,12 @@ def _init_worker(_: int) -> None:
     torch.set_num_threads(1)  # PIL/numpy work; the loop's process keeps the cores it was given
 
 
-def image_loader(images, *, seed: int, sampler: StreamSampler, workers: int, pin_memory: bool):
+def image_loader(images, *, stream, sampler: StreamSampler, workers: int, pin_memory: bool):
     """A DataLoader over the positions `sampler` yields (workers=0 loads in this process)."""
     kwargs = {}
     if workers > 0:
         kwargs.update(worker_init_fn=_init_worker, prefetch_factor=2)
-    return torch.utils.data.DataLoader(StreamImages(images, seed), batch_sampler=sampler, num_workers=workers,
+    return torch.utils.data.DataLoader(StreamImages(images, stream), batch_sampler=sampler, num_workers=workers,
                                        collate_fn=collate, pin_memory=pin_memory, **kwargs)
 
 

@@ -30,13 +30,32 @@ class Plan:
     trainable_params: int = 0
     memory_bytes: int = 0
     notes: list[str] = field(default_factory=list)
+    stream: object = None  # SquareStream or BucketStream: (epoch, index) of each stream position
+    buckets: object = None  # the BucketSpec with --buckets
+    train_sizes: list | None = None  # with --buckets: each train image's (width, height) bucket
+    val_sizes: list | None = None
+
+    @property
+    def epoch_len(self) -> int:
+        """Samples in one epoch (with buckets, the refills of each bucket's last batch count)."""
+        return self.stream.epoch_len if self.stream is not None else self.n_train
+
+    def bucket_table(self) -> list[str]:
+        from .buckets import describe
+
+        return describe(self.buckets, self.train_sizes) if self.buckets is not None else []
 
     def as_dict(self) -> dict:
-        return {"dataset": self.dataset.label, "base": self.base_identity, "method": self.cfg.method,
-                "train_images": self.n_train, "val_images": self.n_val, "steps": self.total_steps,
-                "epochs": round(self.epochs, 2), "samples_per_step": self.samples_per_step,
-                "trainable_params": self.trainable_params, "memory_estimate_bytes": self.memory_bytes,
-                "notes": self.notes, "config": self.cfg.to_dict()}
+        out = {"dataset": self.dataset.label, "base": self.base_identity, "method": self.cfg.method,
+               "train_images": self.n_train, "val_images": self.n_val, "steps": self.total_steps,
+               "epochs": round(self.epochs, 2), "samples_per_step": self.samples_per_step,
+               "trainable_params": self.trainable_params, "memory_estimate_bytes": self.memory_bytes,
+               "notes": self.notes, "config": self.cfg.to_dict()}
+        if self.buckets is not None:
+            from .buckets import bucket_counts
+
+            out["buckets"] = [{"width": w, "height": h, "images": n} for (w, h), n in bucket_counts(self.train_sizes)]
+        return out
 
 
 def mix_seed(*parts: int) -> int:
@@ -90,35 +109,74 @@ def make_plan(cfg: TrainConfig, reg: Registry, *, check_device: bool = True) -> 
         _check_8bit()
     if cfg.log_with:
         _check_logger(cfg.log_with)
+    if cfg.buckets:
+        _check_bucketable(dataset)
     per_step = cfg.batch * cfg.accum * cfg.processes
+    if cfg.method == "textual-inversion" and not (cfg.token or dataset.trigger):
+        raise UsageError(f"--method textual-inversion needs --token, and {dataset.label} has no trigger word")
+    base = resolve_base(cfg.base or None)
+    layout = check_base(cfg, base, trigger=dataset.trigger)
+    from .buckets import BucketStream, SquareStream
+
+    spec = train_sizes = val_sizes = None
+    if cfg.buckets:
+        spec, train_sizes, val_sizes = _plan_buckets(cfg, layout, items, load_items(dataset, reg.home, "val") if n_val else [])
+        stream = BucketStream(cfg.seed, train_sizes, per_step)  # one bucket per optimizer step
+    else:
+        stream = SquareStream(cfg.seed, len(items))
     if cfg.steps:
         total = cfg.steps
     elif cfg.epochs:
-        total = math.ceil(cfg.epochs * len(items) / per_step)
+        total = math.ceil(cfg.epochs * stream.epoch_len / per_step)
     else:
         total = DEFAULT_STEPS
-    if cfg.method == "textual-inversion" and not (cfg.token or dataset.trigger):
-        raise UsageError(f"--method textual-inversion needs --token, and {dataset.label} has no trigger word")
     schedule_note = None
     if cfg.method == "adalora":
         from .adalora import schedule
 
         schedule_note = schedule(cfg, total).describe()  # refuses a run too short to prune in
-    base = resolve_base(cfg.base or None)
-    check_base(cfg, base, trigger=dataset.trigger)
     if cfg.validate_every and not cfg.validation_prompts:  # the dataset's own captions, held-out first
         val = load_items(dataset, reg.home, "val") if dataset.n_val else []
         cfg.validation_prompts = list(dict.fromkeys(it.text for it in [*val, *items] if it.text.strip()))[:VALIDATION_PROMPTS]
     # pin what was resolved, so the run's config.toml trains the same run again later
     cfg.dataset = dataset.label
     cfg.base = cfg.base or (base.name if base.kind in ("tiny", "hf") else str(base.path))
-    plan = Plan(cfg, dataset, len(items), n_val, total, total * per_step / len(items), per_step, base,
-                base_identity(base))
+    plan = Plan(cfg, dataset, len(items), n_val, total, total * per_step / stream.epoch_len, per_step, base,
+                base_identity(base), stream=stream, buckets=spec, train_sizes=train_sizes, val_sizes=val_sizes)
     if base.detail:
         plan.notes.append(base.detail)
     if schedule_note:
         plan.notes.append(schedule_note)
+    if cfg.keep_tokens and not cfg.shuffle_caption:
+        plan.notes.append(f"--keep-tokens {cfg.keep_tokens} does nothing without --shuffle-caption (it names the tags "
+                          "shuffling leaves in place)")
     return plan
+
+
+def _check_bucketable(dataset: Dataset) -> None:
+    """--buckets needs the whole pictures: a version imported with a square center crop has none."""
+    options, stats = dataset.options or {}, dataset.stats or {}
+    if options.get("size") and options.get("crop", "center") == "center" and not options.get("buckets") \
+            and stats.get("cropped"):
+        size = options["size"]
+        raise UsageError(f"{dataset.label} was center-cropped to {size}×{size} at import ({stats['cropped']} non-square "
+                         f"image(s) lost their edges), so there are no aspect ratios to bucket; import the folder again "
+                         f"with `styler data add {dataset.name} FOLDER --buckets`, or train without --buckets")
+
+
+def _plan_buckets(cfg: TrainConfig, layout, items, val_items):
+    """The run's bucket rules (defaults pinned into cfg) and each image's bucket."""
+    from .buckets import assign_buckets, base_step, resolve_spec
+    from .preflight import check_buckets
+
+    spec = resolve_spec(cfg.resolution, step=cfg.bucket_reso_steps, min_side=cfg.min_bucket_reso,
+                        max_side=cfg.max_bucket_reso, no_upscale=cfg.no_upscale, vae_scale=layout.vae_scale,
+                        default_step=base_step(layout.vae_scale, len(layout.unet.config.down_block_types)))
+    cfg.bucket_reso_steps, cfg.min_bucket_reso, cfg.max_bucket_reso = spec.step, spec.min_side, spec.max_side
+    train_sizes = assign_buckets([it.path for it in items], spec)
+    val_sizes = assign_buckets([it.path for it in val_items], spec) if val_items else []
+    check_buckets(layout, train_sizes + val_sizes)
+    return spec, train_sizes, val_sizes
 
 
 def _check_precision(precision: str) -> None:

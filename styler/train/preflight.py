@@ -95,13 +95,15 @@ def inspect_base(base) -> BaseLayout:
                       str(sched_cfg.get("prediction_type", "epsilon")))
 
 
-def _forward(layout: BaseLayout, resolution: int) -> None:
+def _forward(layout: BaseLayout, resolution: int | tuple[int, int]) -> None:
     """One image through the VAE encoder, the UNet and the VAE decoder, on meta tensors (batch 1:
-    the held-out loss runs one image at a time, and some layers need more than one value)."""
+    the held-out loss runs one image at a time, and some layers need more than one value).
+    `resolution` is a square's side or a (width, height) bucket."""
     import torch
 
+    w, h = (resolution, resolution) if isinstance(resolution, int) else resolution
     with torch.no_grad():
-        pixels = torch.empty(1, 3, resolution, resolution, device="meta")
+        pixels = torch.empty(1, 3, h, w, device="meta")
         latents = layout.vae.encode(pixels).latent_dist.mean
         states = torch.empty(1, 77, layout.text_hidden, device="meta")
         out = layout.unet(latents, torch.zeros(1, dtype=torch.long, device="meta"), states).sample
@@ -110,7 +112,7 @@ def _forward(layout: BaseLayout, resolution: int) -> None:
         layout.vae.decode(latents)
 
 
-def fits(layout: BaseLayout, resolution: int) -> str | None:
+def fits(layout: BaseLayout, resolution: int | tuple[int, int]) -> str | None:
     """None when the base runs at this resolution, else why not (one line)."""
     try:
         _forward(layout, resolution)
@@ -132,6 +134,18 @@ def check_resolution(layout: BaseLayout, resolution: int) -> None:
                          f"latents of at least {side}×{side}; use --resolution {smallest} or more "
                          f"(it was trained at {native})")
     raise InputError(f"base model {layout.name!r} cannot train at --resolution {resolution}: {why}")
+
+
+def check_buckets(layout: BaseLayout, sizes) -> None:
+    """The thinnest buckets in use must run through the base (a side can be too small for its UNet;
+    wider buckets with the same shorter side pass where these do)."""
+    sizes = set(sizes)
+    thinnest = min(min(s) for s in sizes)
+    for w, h in sorted(s for s in sizes if min(s) == thinnest):
+        why = fits(layout, (w, h))
+        if why is not None:
+            raise UsageError(f"bucket {w}×{h} is too small for base {layout.name!r} ({why}); raise --min-bucket-reso "
+                             f"above {thinnest} (or, with --no-upscale, drop the small images)")
 
 
 def check_prediction_type(layout: BaseLayout) -> None:

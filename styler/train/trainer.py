@@ -22,7 +22,7 @@ from ..errors import StylerError, UsageError
 from . import checkpoint as ckpt
 from .config import TrainConfig
 from .loader import micro_batch_start
-from .plan import Plan, build_pipeline, make_plan, mix_seed, stream_indices
+from .plan import Plan, build_pipeline, make_plan, mix_seed
 from .runs import RunHandle, register_adapter, resume_run, start_run
 
 VAL_TIMESTEPS = (100, 300, 500, 700, 900)
@@ -98,7 +98,8 @@ class Trainer:
         from diffusers import DDPMScheduler
         from diffusers.optimization import get_scheduler
 
-        from .data import ImageCaptionDataset, LatentCache, load_items
+        from .captions import CaptionAugment
+        from .data import BucketLatents, ImageCaptionDataset, LatentCache, load_items
 
         cfg = self.cfg
         self.handle = handle
@@ -124,20 +125,31 @@ class Trainer:
         self.items = load_items(self.plan.dataset, self.reg.home, "train")
         self.val_items = load_items(self.plan.dataset, self.reg.home, "val") if self.plan.n_val else []
         self.captions = [self.method.caption(it.text) for it in self.items]
+        self.caption_augment = CaptionAugment.from_config(cfg)
         self._warn_truncated()
         self.flip = "flip" in cfg.augment
+        sizes = self.plan.train_sizes  # None without --buckets
+        for line in self.plan.bucket_table():
+            self._say(line)
         self.cache = None
         if cfg.cache_latents:
             key = {"dataset": self.plan.dataset.content_hash, "base": self.plan.base_identity.get("hash"),
                    "crop": "center"}
+            common = dict(flip=self.flip, cache_dir=self.reg.home / "cache" / "latents", key=key, device=self.device,
+                          dtype=pipe.vae.dtype, write=self.main)  # dtype: part of the key
             with self._rank0_first():  # rank 0 writes the cache; the others reuse it (or keep their own in memory)
-                self.cache = LatentCache.build(pipe.vae, self.items, cfg.resolution, flip=self.flip,
-                                               cache_dir=self.reg.home / "cache" / "latents", key=key,
-                                               device=self.device, dtype=pipe.vae.dtype,  # dtype: part of the key
-                                               write=self.main)
+                if sizes is None:
+                    self.cache = LatentCache.build(pipe.vae, self.items, cfg.resolution, **common)
+                else:  # one cache file per bucket, its size in its key
+                    self.cache = BucketLatents.build(pipe.vae, self.items, sizes, **common)
             if self.cache.status == "rebuilt":
                 self._say("the latent cache was damaged or stale and has been rebuilt")
-        self.images = ImageCaptionDataset(self.items, cfg.resolution, augment=set(cfg.augment), seed=cfg.seed)
+            if sizes is not None:
+                states = [c.status for c in self.cache.caches.values()]
+                self._say(f"latents of {len(states)} bucket(s): " + ", ".join(
+                    f"{states.count(s)} {s}" for s in ("reused", "built", "rebuilt") if s in states))
+        self.images = ImageCaptionDataset(self.items, cfg.resolution, augment=set(cfg.augment), seed=cfg.seed,
+                                          sizes=sizes)
         self.prior = None
         if cfg.method == "dreambooth":
             from .prior import ClassImages
@@ -200,8 +212,9 @@ class Trainer:
 
         from .data import tokenize
 
-        if not self.text_trained:
+        if not self.text_trained and not self.cfg.shuffle_caption:
             # a frozen text encoder maps a caption to the same states every time: encode each once
+            # (not with shuffled captions: nearly every step has new ones, and the cache would grow)
             missing = [t for t in dict.fromkeys(texts) if t not in self._text_cache]
             if missing:
                 with torch.no_grad():
@@ -258,11 +271,12 @@ class Trainer:
         cfg = self.cfg
         b = cfg.batch
         start = micro_batch_start(step, micro, batch=b, accum=cfg.accum, world=self.world, rank=self.rank)
-        positions = stream_indices(cfg.seed, len(self.items), start, b)
+        positions = self.plan.stream.indices(start, b)
         gens = [_sample_generator(cfg, step, start + k) for k in range(b)]
         pixels = self.batches.take(start, b) if self.batches is not None else None
         latents, _ = self._latents_for(positions, gens, pixels)
-        loss = self._diffusion_loss(latents, [self.captions[i] for _, i in positions], gens)
+        texts = [self.caption_augment.apply(self.captions[i], start + k) for k, (_, i) in enumerate(positions)]
+        loss = self._diffusion_loss(latents, texts, gens)
         if self.prior is not None:
             pgens = [_sample_generator(cfg, step, -1 - (start + k)) for k in range(b)]
             plat = self.prior.latents(start, b, pgens).to(self.device)
@@ -278,7 +292,7 @@ class Trainer:
             return None
         from .data import ImageCaptionDataset
 
-        ds = ImageCaptionDataset(self.val_items, self.cfg.resolution)
+        ds = ImageCaptionDataset(self.val_items, self.cfg.resolution, sizes=self.plan.val_sizes)
         # only rank 0 validates: use the modules without their DistributedDataParallel wrappers, whose
         # forward may talk to the other processes
         unet, text_encoder = self.acc.unwrap_model(self.unet), self.acc.unwrap_model(self.text_encoder)
@@ -345,7 +359,7 @@ class Trainer:
                 step += 1
                 ranks = self.method.budget(step)
                 lr = self.lr_sched.get_last_lr()[0]
-                epoch = (step * plan.samples_per_step - 1) // plan.n_train
+                epoch = (step * plan.samples_per_step - 1) // plan.epoch_len
                 if self.main:
                     row = {"step": step, "loss": loss_value, "lr": lr, "epoch": epoch, "time": time.time(),
                            "step_s": time.perf_counter() - t0, "memory": _memory_row(str(self.device))}
@@ -391,7 +405,7 @@ class Trainer:
         cfg = self.cfg
         sampler = StreamSampler(batch=cfg.batch, accum=cfg.accum, world=self.world, rank=self.rank,
                                 start_step=start_step, total_steps=self.plan.total_steps)
-        self.loader = image_loader(self.images, seed=cfg.seed, sampler=sampler, workers=self.loader_workers(),
+        self.loader = image_loader(self.images, stream=self.plan.stream, sampler=sampler, workers=self.loader_workers(),
                                    pin_memory=self.device.type == "cuda")
         return Batches(self.loader)
 
