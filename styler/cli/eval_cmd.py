@@ -123,8 +123,7 @@ def scores(
     as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
     as_csv: Annotated[bool, typer.Option("--csv", help="CSV output.")] = False,
 ) -> None:
-    """The comparison table: subjects and their baselines × metrics, with n (images per side); the
-    best among comparable adapters (same CLIP and reference set) per column in bold."""
+    """The comparison table: subjects and baselines × metrics with n; the best among comparable adapters in bold."""
     from ..eval.features import clip_note
     from ..eval.table import columns, latest_scores, ordered_subjects, row_n, row_winners
 

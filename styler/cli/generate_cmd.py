@@ -210,8 +210,7 @@ def grid(
     out_dir: OutDir = None,
     as_json: Json = False,
 ) -> None:
-    """An X/Y/Z study (A1111's X/Y/Z plot): guidance, steps, seed, sampler, prompt S/R, adapter weights and
-    scales, training steps; one labelled contact sheet per Z value."""
+    """An X/Y/Z plot, as A1111's: guidance, steps, seed, sampler, prompt S/R, adapter weights, scales, training steps; a labelled sheet per Z value."""
     from ..generate.axes import parse_axis
     from ..generate.studies import run_grid
 
