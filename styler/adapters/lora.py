@@ -39,8 +39,21 @@ def _shaped(delta, shape):
     return delta
 
 
+class _Layer:
+    """What every layer kind shares: its key in AdapterData.layers, and alpha/rank as its scale
+    (LokrLayer overrides the scale: 1 when both its factors are whole)."""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.component, self.module)
+
+    @property
+    def scale(self) -> float:
+        return float(self.alpha) / self.rank
+
+
 @dataclass(frozen=True)
-class LoraLayer:
+class LoraLayer(_Layer):
     kind: ClassVar[str] = "lora"
     component: str  # "unet" | "text_encoder"
     module: str  # e.g. "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q" / "encoder.layers.0.self_attn.q_proj"
@@ -53,13 +66,6 @@ class LoraLayer:
     def rank(self) -> int:
         return int(self.down.shape[0])
 
-    @property
-    def scale(self) -> float:
-        return float(self.alpha) / self.rank
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.component, self.module)
 
     def unit_scale(self) -> "LoraLayer":
         """The same ΔW with alpha = rank: alpha/rank folded into `up` (in fp32, cast back), for a
@@ -112,7 +118,7 @@ def _flat(t):
 
 
 @dataclass(frozen=True)
-class LohaLayer:
+class LohaLayer(_Layer):
     """A LyCORIS LoHa layer (see the module docstring)."""
 
     kind: ClassVar[str] = "loha"
@@ -131,13 +137,6 @@ class LohaLayer:
     def rank(self) -> int:
         return int(self.w1_b.shape[0])
 
-    @property
-    def scale(self) -> float:
-        return float(self.alpha) / self.rank
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.component, self.module)
 
     @property
     def delta_shape(self) -> list[int]:
@@ -165,7 +164,7 @@ class LohaLayer:
 
 
 @dataclass(frozen=True)
-class LokrLayer:
+class LokrLayer(_Layer):
     """A LyCORIS LoKr layer (see the module docstring): w1 is `w1` or `w1_a @ w1_b`, w2 is `w2`,
     `w2_a @ w2_b` or the CP product of `t2`, `w2_a`, `w2_b`."""
 
@@ -192,9 +191,6 @@ class LokrLayer:
     def scale(self) -> float:
         return 1.0 if self.rank is None else float(self.alpha) / self.rank
 
-    @property
-    def key(self) -> tuple[str, str]:
-        return (self.component, self.module)
 
     def _w1_shape(self) -> list[int]:
         return list(map(int, self.w1.shape)) if self.w1 is not None else [int(self.w1_a.shape[0]), int(self.w1_b.shape[1])]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from registry import Dataset, Registry, new_id
 
-from ..errors import InputError, UsageError, WriteError
+from ..errors import InputError, UsageError
 from .captions import mentions
 
 
@@ -159,7 +159,7 @@ def save_draft(draft: CaptionDraft, *, caption_from: str = "edited", prefix: str
                registry: Registry | None = None) -> SavedVersion:
     """Write the draft as the next version of its dataset: the same images (hard links where the
     file system allows, else copies) with the new captions; one rename and one record commit it."""
-    from .importer import commit_version, entries_hash, stats_of, write_captions
+    from .importer import commit_version, entries_hash, staging, stats_of, write_captions
 
     changed = len(draft.changed)
     if not changed and not allow_unchanged:
@@ -184,7 +184,7 @@ def save_draft(draft: CaptionDraft, *, caption_from: str = "edited", prefix: str
                 "caption_from": caption_from, "images": entries,
                 "missing_captions": [m for m in draft.manifest.get("missing_captions", []) if m in still_missing],
                 "stats": stats_of(entries)}
-    try:
+    with staging(tmp, droot):
         (tmp / "images").mkdir(parents=True)
         for e in entries:
             original = src_folder / "images" / e["file"]
@@ -195,12 +195,6 @@ def save_draft(draft: CaptionDraft, *, caption_from: str = "edited", prefix: str
         write_captions(tmp, entries)
         with open(tmp / "manifest.json", "w", encoding="utf-8") as fh:
             json.dump(manifest, fh, ensure_ascii=False, indent=1)
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise WriteError(f"could not write the dataset under {droot} ({exc.strerror or exc}); nothing was registered") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
     def build(version: int, dest: Path) -> Dataset:
         return Dataset(name=src.name, version=version, path=dest.relative_to(reg.home).as_posix(),

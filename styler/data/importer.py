@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import shutil
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -134,7 +135,7 @@ def add_dataset(
     dropped: list[dict] = []
     missing: list[str] = []
     entries: list[dict] = []
-    try:
+    with staging(tmp, droot):
         (tmp / "images").mkdir(parents=True)
         seen_pixels: dict[str, str] = {}
         for i, rel in enumerate(images):
@@ -196,12 +197,6 @@ def add_dataset(
         }
         with open(tmp / "manifest.json", "w", encoding="utf-8") as fh:
             json.dump(manifest, fh, ensure_ascii=False, indent=1)
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise WriteError(f"could not write the dataset under {droot} ({exc.strerror or exc}); nothing was registered") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
     # 3. commit: version, rename, record — under the registry lock
     def build(version: int, dest: Path) -> Dataset:
@@ -215,6 +210,20 @@ def add_dataset(
 
     record, same_as = commit_version(reg, parsed.full, tmp, build)
     return ImportReport(record, dropped, missing, captions.orphans, same_as)
+
+
+@contextmanager
+def staging(tmp: Path, droot: Path):
+    """Around writing a new version's files into `tmp`: any failure removes the folder, and a disk
+    error becomes a WriteError saying nothing was registered."""
+    try:
+        yield
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise WriteError(f"could not write the dataset under {droot} ({exc.strerror or exc}); nothing was registered") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def commit_version(reg: Registry, name: str, tmp: Path, build: Callable[[int, Path], Dataset]) -> tuple[Dataset, str | None]:
