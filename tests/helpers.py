@@ -18,6 +18,22 @@ def run_cli(*args: str):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
+def rebuild_adapters(keys: tuple[str, ...]) -> tuple[list, list]:
+    """Damage the adapters table, run `styler registry rebuild -y`, and return the adapters'
+    `keys` before and after, each sorted by label."""
+    from registry import Adapter, Registry
+
+    def rows(reg):
+        return [[getattr(a, k) for k in keys] for a in sorted(reg.all(Adapter), key=lambda a: a.label)]
+
+    reg = Registry()
+    before = rows(reg)
+    reg.table_path("adapters").write_bytes(b"\x00\x00")
+    r = run_cli("registry", "rebuild", "-y")
+    assert r.exit_code == 0, r.stderr
+    return before, rows(Registry())
+
+
 def make_images(folder: Path, n: int = 4, *, size=(48, 40), captions: bool = True, seed: int = 0,
                 prefix: str = "img") -> list[Path]:
     """n distinct noisy RGB PNGs with UTF-8 .txt captions beside them."""

@@ -354,12 +354,8 @@ def test_bad_lycoris_files_are_refused_in_one_line(files, tmp_path):
 
 
 def test_registry_rebuild_restores_loha_and_lokr_records(files):
-    reg = Registry()
-    before = sorted(reg.all(Adapter), key=lambda a: a.label)
-    reg.table_path("adapters").write_bytes(b"\x00\x00")
-    r = run_cli("registry", "rebuild", "-y")
-    assert r.exit_code == 0, r.stderr
-    after = sorted(Registry().all(Adapter), key=lambda a: a.label)
-    keys = ("name", "method", "blob", "rank", "alpha")  # (an imported record's id is not in its file)
-    assert [[getattr(a, k) for k in keys] for a in after] == [[getattr(a, k) for k in keys] for a in before]
-    assert [sorted(a.targets) for a in after] == [sorted(a.targets) for a in before]
+    from tests.helpers import rebuild_adapters
+
+    # (an imported record's id is not in its file)
+    before, after = rebuild_adapters(("name", "method", "blob", "rank", "alpha", "targets"))
+    assert [a[:-1] + [sorted(a[-1])] for a in after] == [b[:-1] + [sorted(b[-1])] for b in before] and len(after) >= 2

@@ -161,15 +161,11 @@ def test_rebuild_of_a_table_it_cannot_restore_needs_empty(styler_home):
 def test_rebuild_restores_trained_adapters_with_their_ids(styled):
     from registry import Adapter
 
-    reg = Registry()
-    before = sorted(reg.all(Adapter), key=lambda a: a.label)
-    reg.table_path("adapters").write_bytes(b"\x00\x00")
-    r = run_cli("registry", "rebuild", "-y")
-    assert r.exit_code == 0, r.stderr
-    after = sorted(Registry().all(Adapter), key=lambda a: a.label)
-    keys = ("id", "name", "version", "method", "blob", "base", "run_id", "dataset_id", "rank", "alpha", "trigger")
-    assert [[getattr(a, k) for k in keys] for a in after] == [[getattr(a, k) for k in keys] for a in before]
-    assert [sorted(a.targets) for a in after] == [sorted(a.targets) for a in before]
+    from tests.helpers import rebuild_adapters
+
+    before, after = rebuild_adapters(("id", "name", "version", "method", "blob", "base", "run_id", "dataset_id",
+                                      "rank", "alpha", "trigger", "targets"))
+    assert [a[:-1] + [sorted(a[-1])] for a in after] == [b[:-1] + [sorted(b[-1])] for b in before] and after
     assert run_cli("registry", "verify", "--no-rehash").stdout.strip() == "registry ok"
 
 
