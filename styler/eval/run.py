@@ -97,18 +97,21 @@ class SubjectQuery:
         return self.which(subject) is not None
 
 
+def adapter_captions(a: Adapter, reg: Registry) -> list[str]:
+    """The non-empty captions of the dataset an adapter was trained on; [] when it has none."""
+    if not a.dataset_id:
+        return []
+    try:
+        d = reg.get(Dataset, a.dataset_id)
+    except Exception:
+        return []
+    rows = [json.loads(x) for x in (reg.home / d.path / "captions.jsonl").read_text("utf-8").splitlines() if x.strip()]
+    return [r["text"] for r in rows if r["text"]]
+
+
 def default_prompts(subject: Subject, reg: Registry, n: int) -> list[str]:
     """The adapters' own dataset captions (their style words and triggers), else a small set."""
-    lists = []
-    for a, _ in subject.adapters:
-        if not a.dataset_id:
-            continue
-        try:
-            d = reg.get(Dataset, a.dataset_id)
-        except Exception:
-            continue
-        rows = [json.loads(x) for x in (reg.home / d.path / "captions.jsonl").read_text("utf-8").splitlines() if x.strip()]
-        lists.append([r["text"] for r in rows if r["text"]])
+    lists = [c for c in (adapter_captions(a, reg) for a, _ in subject.adapters) if c]
     prompts = []
     for i in range(max((len(x) for x in lists), default=0)):
         prompts += [x[i] for x in lists if i < len(x)]

@@ -1,0 +1,33 @@
+"""The sweep's prompts name neither style more than the other: both datasets' captions without
+their style tags, with both triggers (see styler/eval/sweep.py `_prompts` for what it measured)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from styler.eval import run, sweep
+
+
+def test_style_tags_are_the_tags_nearly_every_caption_has():
+    captions = [f"wtrc, a {c} circle on a white background, watercolor painting" for c in ("red", "blue", "green")]
+    captions.append("wtrc, a red square on a blue background, watercolor painting, soft")
+    assert sweep.style_tags(captions) == {"wtrc", "watercolor painting"}
+    assert sweep.style_tags(captions[:1]) == set()  # one caption says nothing about what is constant
+
+
+def test_sweep_prompts_keep_the_content_drop_both_styles_and_carry_both_triggers(monkeypatch):
+    a = SimpleNamespace(trigger="mifu", name="a")
+    b = SimpleNamespace(trigger="wtrc", name="b")
+    captions = {
+        "a": [f"mifu, a {c} triangle on a white background, 书法 ink brush" for c in ("red", "black")],
+        "b": [f"wtrc, a {c} square on an orange background, watercolor painting" for c in ("green", "blue")],
+    }
+    monkeypatch.setattr(run, "adapter_captions", lambda x, reg: captions[x.name])
+    prompts = sweep._prompts(a, b, None, 5)
+    assert prompts == ["mifu, wtrc, a red triangle on a white background",
+                       "mifu, wtrc, a green square on an orange background",
+                       "mifu, wtrc, a black triangle on a white background",
+                       "mifu, wtrc, a blue square on an orange background",
+                       "mifu, wtrc, a red triangle on a white background"]
+    captions["a"] = ["mifu, 书法 ink brush"] * 2  # all style tags: it keeps its style words
+    assert sweep._prompts(a, b, None, 1) == ["mifu, wtrc, 书法 ink brush"]
