@@ -27,6 +27,7 @@ def demo(
     out.print(f"  probe sweep {escape(str(r.sweep))}")
     out.print(f"  report      {escape(str(r.report))}")
     from ..eval.features import WORLD_NOTE
+    from ..eval.sweep import rho_text
 
     out.print(f"\n  what each LoRA learned ({WORLD_NOTE}):")
     out.print(f"    {'adapter':<18} {'style_sim':>16} {'probe: own style':>18} {'clip_t':>16}")
@@ -50,7 +51,7 @@ def demo(
     if sw:
         shares = "  ".join(f"{s:.0%}" for s in sw["share_a"])
         out.print(f"  mix sweep: the probe's share for {escape(sw['a_class'])} at B weight "
-                  f"{', '.join(f'{t:g}' for t in sw['t'])}: {shares}  (Spearman {sw['spearman_a']:+.2f})")
+                  f"{', '.join(f'{t:g}' for t in sw['t'])}: {shares}  (Spearman {rho_text(sw['spearman_a'])})")
     out.print("\nnext:")
     out.print("  styler tui                                   # browse everything, queue mixes")
     out.print("  styler scores                                # the comparison table")

@@ -88,7 +88,7 @@ def probe(
     if (on is None) == (sweep is None):
         raise UsageError("give what to classify with --on X, or a mix sweep with --sweep A:B (one of the two)")
     if sweep is not None:
-        from ..eval.sweep import parse_sweep, probe_sweep
+        from ..eval.sweep import parse_sweep, probe_sweep, rho_text
 
         a, b = parse_sweep(sweep)
         result = probe_sweep(datasets, a, b, n=n, seed=seed, steps=steps, clip=clip, out_dir=out_dir, warn=warn,
@@ -101,7 +101,7 @@ def probe(
         for c in result["cells"]:
             shares = "  ".join(f"{escape(k)} {v:.2f}" for k, v in c["share"].items())
             out.print(f"  B weight {c['t']:<4g} {shares}")
-        out.print(f"  Spearman(B weight, share {escape(result['a_class'])}) = {result['spearman_a']:+.2f}")
+        out.print(f"  Spearman(B weight, share {escape(result['a_class'])}) = {rho_text(result['spearman_a'])}")
         out.print(f"  chart       {escape(result['chart'])}")
         return
     from ..eval.probing import run_probe

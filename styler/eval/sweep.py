@@ -47,6 +47,11 @@ def spearman(x: list[float], y: list[float]) -> float:
     return sum((a - mx) * (b - my) for a, b in zip(rx, ry)) / (sx * sy)
 
 
+def rho_text(rho: float) -> str:
+    """Spearman's rho for people: `-0.98`, or why there is none."""
+    return "undefined (the share is the same at every weight)" if math.isnan(rho) else f"{rho:+.2f}"
+
+
 def parse_sweep(text: str) -> tuple[str, str]:
     parts = text.split(":")
     if len(parts) != 2 or not all(p.strip() for p in parts):
@@ -196,7 +201,7 @@ def _chart(images, cells, own, classes, rho, adapters):
         d.rectangle((lx, bottom + 16, lx + 8, bottom + 24), fill=colour)
         d.text((lx + 12, bottom + 14), cls, fill=colour)
     d.text((left + 8, top + 4), f"share of images the probe calls each style; Spearman(weight of B, share {own[0]}) = "
-           f"{rho:+.2f}", fill=(40, 40, 40))
+           f"{rho_text(rho)}", fill=(40, 40, 40))
     out = Image.new("RGB", (w, strip.height + h), "white")
     out.paste(strip, (0, 0))
     out.paste(plot, (0, strip.height))

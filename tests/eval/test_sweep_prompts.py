@@ -31,3 +31,9 @@ def test_sweep_prompts_keep_the_content_drop_both_styles_and_carry_both_triggers
                        "mifu, wtrc, a red triangle on a white background"]
     captions["a"] = ["mifu, 书法 ink brush"] * 2  # all style tags: it keeps its style words
     assert sweep._prompts(a, b, None, 1) == ["mifu, wtrc, 书法 ink brush"]
+
+
+def test_a_constant_share_has_no_spearman_and_says_so():
+    rho = sweep.spearman([0, 0.5, 1], [0.0, 0.0, 0.0])
+    assert sweep.rho_text(rho) == "undefined (the share is the same at every weight)"
+    assert sweep.rho_text(sweep.spearman([0, 0.5, 1], [1.0, 0.5, 0.0])) == "-1.00"
