@@ -463,25 +463,30 @@ class _Terminal:
         return ["".join(r).rstrip() for r in self.rows]
 
 
-def test_ctrl_c_echo_leaves_one_top_border_and_the_last_frame_says_interrupted():
-    """The terminal echoes `^C` where Live left the cursor (the end of the last line). The frame
-    leaves two columns free, so the echo never wraps and the final frame overwrites the last one."""
-    width = 72
+def _interrupted_screen(width: int, steps: int) -> list[str]:
+    """What a terminal `width` columns wide shows after a live panel drew `steps` steps and the
+    user pressed Ctrl-C: the tty echoes `^C` where Live left the cursor, then the final frame."""
     out = io.StringIO()
     console = Console(file=out, force_terminal=True, width=width, height=50, color_system=None)
     state = TrainState(run_id="r", name="pixel", method="lora", total_steps=20, started=0.0)
     with pytest.raises(KeyboardInterrupt):
         with LiveMonitor(console=console, sampler=FakeSampler()) as mon:
-            for i in range(1, 6):
+            for i in range(1, steps + 1):
                 state.record_step(step=i, loss=1.0 / i, lr=1e-4, now=float(i))
                 mon.update(state)
-            out.write("^C")  # what the tty echoes as SIGINT arrives
+            out.write("^C")
             raise KeyboardInterrupt
     term = _Terminal(width)
     term.feed(out.getvalue())
-    screen = [line for line in term.lines() if line]
+    return [line for line in term.lines() if line]
+
+
+def test_ctrl_c_echo_leaves_one_top_border_and_the_last_frame_says_interrupted():
+    """The frame leaves two columns free at the right, so the echo never wraps and the final frame
+    overwrites the last one."""
+    screen = _interrupted_screen(72, 5)
     assert sum(line.startswith("╭") for line in screen) == 1, "\n".join(screen)
-    assert max(len(line) for line in screen) <= width - 2
+    assert max(len(line) for line in screen) <= 72 - 2
     assert "interrupted" in "\n".join(screen) and "running" not in "\n".join(screen)
 
 
@@ -489,16 +494,4 @@ def test_the_echo_test_terminal_shows_the_doubled_border_of_a_full_width_frame(m
     """The same replay with the margin removed draws the top border twice: the test above would
     catch the fix going away."""
     monkeypatch.setattr(monitor, "ECHO_MARGIN", 0)
-    width = 72
-    out = io.StringIO()
-    console = Console(file=out, force_terminal=True, width=width, height=50, color_system=None)
-    state = TrainState(run_id="r", name="pixel", method="lora", total_steps=20, started=0.0)
-    with pytest.raises(KeyboardInterrupt):
-        with LiveMonitor(console=console, sampler=FakeSampler()) as mon:
-            state.record_step(step=1, loss=1.0, lr=1e-4, now=1.0)
-            mon.update(state)
-            out.write("^C")
-            raise KeyboardInterrupt
-    term = _Terminal(width)
-    term.feed(out.getvalue())
-    assert sum(line.startswith("╭") for line in term.lines()) == 2
+    assert sum(line.startswith("╭") for line in _interrupted_screen(72, 1)) == 2
