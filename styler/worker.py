@@ -259,6 +259,16 @@ class _Worker:
             else:
                 if run.status == "completed" and run.adapter_id:  # it ended before its job could be
                     return self.trained(job, run, result)
+                if run.status == "running":
+                    # the worker this job was taken from (its heartbeat went stale) is still stopping
+                    # the run at its next step: wait for that, and give the job back if it goes on
+                    run = self.wait_until_stopped(run)
+                    if run.status == "running":
+                        self.log(f"job {job.id}: its run {run.id} is still running (pid {run.pid}); giving the "
+                                 "job back to try again later")
+                        return self.release(job)
+                    if run.status == "completed" and run.adapter_id:
+                        return self.trained(job, run, result)
                 resume = run.id
 
         def started(run_id: str) -> None:
@@ -281,6 +291,19 @@ class _Worker:
             Q.heartbeat(self.reg, job.id, self.id, result=result)  # the step it stopped at, for `styler jobs ls`
             return self.release(job)
         self.trained(job, outcome.run, result)
+
+    RUN_STOP_WAIT_S = 60.0  # how long a worker waits for another process to stop a run it resumes
+
+    def wait_until_stopped(self, run):
+        """The run once it is no longer running (stopped, or its process gone), or as it is after
+        RUN_STOP_WAIT_S or a stop request."""
+        from registry import Run
+
+        deadline = time.monotonic() + self.RUN_STOP_WAIT_S
+        while run.status == "running" and time.monotonic() < deadline and not self.stop.is_set():
+            self.stop.wait(0.25)
+            run = self.reg.get(Run, run.id)
+        return run
 
     def trained(self, job: Job, run, result: dict) -> None:
         from registry import Adapter

@@ -77,6 +77,31 @@ def test_a_queued_run_stopped_by_sigterm_resumes_in_the_next_worker_and_equals_a
     assert checkpoint_step(latest_checkpoint(styler_home / "runs" / run_id)) == 2
     assert any("put back in the queue" in line for line in logs)
 
+    # The run recorded as running by a live process (as when the worker the job was taken from is
+    # still stopping it): the next worker waits for it, then gives the job back instead of failing it.
+    import socket
+    import subprocess
+    import sys
+
+    from registry.records import process_started
+    from styler.worker import _Worker as Worker
+
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        reg.update(Run, run_id, status="running", pid=holder.pid, host=socket.gethostname(),
+                   pid_started=process_started(holder.pid))
+        monkeypatch.setattr(Worker, "RUN_STOP_WAIT_S", 0.5, raising=False)
+        logs = []
+        assert run_worker(once=True, log=logs.append) == 0
+        waited = reg.get(Job, job_id)
+        assert waited.status == "queued" and not waited.error, (waited.status, waited.error, logs)
+        assert any(f"its run {run_id} is still running" in line for line in logs)
+        assert reg.get(Run, run_id).status == "running"  # untouched
+    finally:
+        holder.kill()
+        holder.wait()
+    # that process gone, the run reads as interrupted, and the next worker resumes it
+
     logs = []
     assert run_worker(once=True, log=logs.append) == 0
     done = reg.get(Job, job_id)
