@@ -56,11 +56,9 @@ def tiny_base_dir(tmp_path_factory) -> Path:
 @pytest.fixture
 def tiny_home(styler_home, tiny_base_dir) -> Path:
     """A home whose models/tiny is the session's prebuilt tiny base (linked, not rebuilt)."""
-    from styler.models.tiny import tiny_dir
+    from tests.helpers import link_tiny
 
-    target = tiny_dir(styler_home)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    os.symlink(tiny_base_dir, target)
+    link_tiny(styler_home, tiny_base_dir)
     return styler_home
 
 
@@ -70,14 +68,11 @@ STYLES = {"anime": "pixel", "watercolor": "watercolor", "ink": "calligraphy"}
 @pytest.fixture(scope="session")
 def styled_template(tmp_path_factory, tiny_base_dir):
     """A home with the tiny base and three small trained LoRAs, built once per session."""
-    from styler.models.tiny import tiny_dir
-    from tests.helpers import home_env, run_cli
+    from tests.helpers import home_env, link_tiny, run_cli
 
     home = tmp_path_factory.mktemp("styled") / "home"
     with home_env(home):
-        target = tiny_dir(home)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.symlink(tiny_base_dir, target)
+        link_tiny(home, tiny_base_dir)
         from styler.data.library import synth_dataset
 
         for i, (name, kind) in enumerate(STYLES.items()):
@@ -100,14 +95,11 @@ def checkpointed_template(tmp_path_factory, tiny_base_dir):
     """A home with one LoRA (UNet + text encoder) trained 4 steps, with validation images at steps 2 and 4
     (two prompts) and a checkpoint at step 2, and the same training stopped at step 2 (`ink2`), built
     once per session."""
-    from styler.models.tiny import tiny_dir
-    from tests.helpers import home_env, run_cli
+    from tests.helpers import home_env, link_tiny, run_cli
 
     home = tmp_path_factory.mktemp("checkpointed") / "home"
     with home_env(home):
-        target = tiny_dir(home)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.symlink(tiny_base_dir, target)
+        link_tiny(home, tiny_base_dir)
         from styler.data.library import synth_dataset
 
         synth_dataset("ink", kind="calligraphy", n=4, size=32, seed=0)

@@ -18,6 +18,15 @@ def run_cli(*args: str):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
+def link_tiny(home: Path, tiny_base_dir: Path) -> None:
+    """Make `home`'s models/tiny a link to the session's prebuilt tiny base (not a rebuild)."""
+    from styler.models.tiny import tiny_dir
+
+    target = tiny_dir(home)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(tiny_base_dir, target)
+
+
 def rebuild_adapters(keys: tuple[str, ...]) -> tuple[list, list]:
     """Damage the adapters table, run `styler registry rebuild -y`, and return the adapters'
     `keys` before and after, each sorted by label."""

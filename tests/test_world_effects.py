@@ -23,17 +23,14 @@ def world(tmp_path_factory, tiny_base_dir):
     to learn anything."""
     from registry import Registry
     from styler.data.library import synth_dataset
-    from styler.models.tiny import tiny_dir
     from styler.train.config import build_config
     from styler.train.trainer import train
 
-    from tests.helpers import home_env
+    from tests.helpers import home_env, link_tiny
 
     home = tmp_path_factory.mktemp("world") / "home"
     with home_env(home):
-        target = tiny_dir(home)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.symlink(tiny_base_dir, target)
+        link_tiny(home, tiny_base_dir)
         reg = Registry()
         for style, trigger in (("plain", ""), ("pixel", "pxl"), ("watercolor", "wtrc")):
             synth_dataset(f"w/{style}", kind=f"world-{style}", n=16, size=64, seed=1, trigger=trigger, registry=reg)

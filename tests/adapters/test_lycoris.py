@@ -176,14 +176,12 @@ ALL = (Q, K, K2, FF, CONV1, CONV2, MID1, MID2, TE_Q, TE_O)
 @pytest.fixture(scope="module")
 def imported(tmp_path_factory, tiny_base_dir):
     """A home with the tiny base and the three files imported through the CLI, built once."""
-    from styler.models.tiny import tiny_dir
-    from tests.helpers import home_env
+    from tests.helpers import home_env, link_tiny
 
     root = tmp_path_factory.mktemp("lycoris")
     home, made = root / "home", {}
     with home_env(home):
-        tiny_dir(home).parent.mkdir(parents=True)
-        os.symlink(tiny_base_dir, tiny_dir(home))
+        link_tiny(home, tiny_base_dir)
         for name, make in (("loha", _loha_file), ("lokr", _lokr_file), ("lora", _lora_file)):
             path = root / f"{name}.safetensors"
             made[name] = (path, make(path))

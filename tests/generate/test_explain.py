@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from registry import BlobStore, Output, Registry
-from tests.helpers import home_env, run_cli
+from tests.helpers import home_env, link_tiny, run_cli
 
 pytestmark = pytest.mark.slow  # runs the tiny pipeline
 
@@ -100,13 +100,10 @@ def explained(tmp_path_factory, tiny_base_dir):
     from styler.generate.engine import Session
     from styler.generate.explain import explain
     from styler.generate.service import Request, generate
-    from styler.models.tiny import tiny_dir
 
     home = tmp_path_factory.mktemp("explain") / "home"
     with home_env(home):
-        target = tiny_dir(home)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.symlink(tiny_base_dir, target)
+        link_tiny(home, tiny_base_dir)
         reg = Registry(home)
         session = Session.open("tiny")
         unet = session.pipe.unet
