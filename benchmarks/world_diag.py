@@ -1,0 +1,74 @@
+"""Where do the tiny world's probe misses come from? The style probe (fitted on 96-image world
+datasets of the five styles) reads (1) the shipped VAE's reconstructions of each style, the
+ceiling for any LoRA, and (2) the base's own images for plain captions and for captions carrying
+each style's trigger and words (about a minute on 2 cores).
+
+    .venv/bin/python benchmarks/world_diag.py [--n 48]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=48, help="images per row")
+    args = ap.parse_args(argv)
+    os.environ["STYLER_HOME"] = tempfile.mkdtemp(prefix="styler-world-diag-")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    import torch
+    from PIL import Image
+
+    from registry import Registry
+    from styler.data.library import synth_dataset
+    from styler.data.synth import world
+    from styler.demo import DATA, GEN, STYLES
+    from styler.eval.features import ClipFeatures, resolve_clip
+    from styler.eval.probe import fit_probe, predict
+    from styler.eval.run import dataset_images, output_images
+    from styler.generate.engine import Session
+    from styler.generate.service import Request, generate
+    from styler.models.pretrain import _to_pixels
+
+    reg = Registry()
+    feats = ClipFeatures.open(resolve_clip("tiny"))
+    for s in world.STYLES:
+        synth_dataset(f"d/{s}", kind=f"world-{s}", registry=reg, **{**DATA, "n": 96})
+    probe = fit_probe({f"d/{s}": feats.image_embeddings(dataset_images(f"d/{s}", reg)[1]) for s in world.STYLES})
+
+    def shares(images) -> str:
+        top = predict(probe, feats.image_embeddings(images)).argmax(1).tolist()
+        return ", ".join(f"{c[2:]} {top.count(i) / len(top):.0%}" for i, c in enumerate(probe.classes) if top.count(i))
+
+    session = Session.open("tiny")
+    vae = session.pipe.vae
+    print("1. the VAE's reconstructions of held-out world images, as the probe reads them")
+    for s in world.STYLES:
+        arr, _ = world.batch(args.n, s, size=64, seed=555)
+        with torch.no_grad():
+            rec = vae.decode(vae.encode(_to_pixels(arr)).latent_dist.mean).sample.clamp(-1, 1)
+        rec = ((rec + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+        print(f"  {s:<12} originals: {shares([Image.fromarray(a) for a in arr])}")
+        print(f"  {'':<12} reconstructions: {shares([Image.fromarray(a) for a in rec])}", flush=True)
+    print("2. the base's own images (no adapter), as the probe reads them")
+    scenes = world.scenes(args.n, seed=777)
+    for s in ("plain",) + tuple(STYLES):
+        outs = []
+        for i, sc in enumerate(scenes):
+            prompt = world.caption(sc, s, trigger=STYLES[s][0] if s in STYLES else None)
+            outs += generate(Request(prompt=prompt, seed=i, n=1, **GEN), registry=reg, session=session)
+        words = "plain captions" if s == "plain" else f"{s}'s trigger and words"
+        print(f"  {words:<32} {shares(output_images(outs, reg))}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
