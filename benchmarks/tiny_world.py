@@ -1,7 +1,7 @@
 """Does the built-in world mean something? Prints the figures issue 11 asks for, each with its
 target, on the shipped tiny base and tiny CLIP (CPU, a fresh temporary home, about 10 minutes).
 
-    .venv/bin/python benchmarks/tiny_world.py [--n 72] [--styles calligraphy,pixel,watercolor,stripes]
+    .venv/bin/python benchmarks/tiny_world.py [--n 72] [--styles calligraphy,pixel,watercolor,stripes] [--weights OUT]
 
 1. tiny CLIP zero-shot on held-out world images: colour >= 90 %, shape >= 80 %, style >= 95 %.
 2. the base follows its prompts: on 64 generated images the tiny CLIP picks the prompted colour
@@ -46,10 +46,18 @@ def main(argv=None) -> int:
     ap.add_argument("--sweep", default="stripes:watercolor,calligraphy:watercolor",
                     help="comma-separated A:B pairs, each swept and checked")
     ap.add_argument("--sweep-n", type=int, default=16)
+    ap.add_argument("--weights", help="a folder from `python -m styler.models.pretrain OUT` to measure instead of "
+                    "the shipped styler/models/tiny_world (same world code only)")
     args = ap.parse_args(argv)
     home = tempfile.mkdtemp(prefix="styler-tiny-world-")
     os.environ["STYLER_HOME"] = home
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.weights:  # the fresh home builds the tiny base and the tiny CLIP from these files
+        from styler.models import tiny
+
+        tiny.WEIGHTS = Path(args.weights).resolve()
+        if not (tiny.WEIGHTS / "manifest.json").is_file():
+            ap.error(f"--weights {args.weights}: no manifest.json there; give the OUT folder of styler.models.pretrain")
 
     import numpy as np
     import torch

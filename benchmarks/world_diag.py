@@ -3,7 +3,7 @@ datasets of the five styles) reads (1) the shipped VAE's reconstructions of each
 ceiling for any LoRA, and (2) the base's own images for plain captions and for captions carrying
 each style's trigger and words (about a minute on 2 cores).
 
-    .venv/bin/python benchmarks/world_diag.py [--n 48]
+    .venv/bin/python benchmarks/world_diag.py [--n 48] [--weights OUT]
 """
 
 from __future__ import annotations
@@ -20,9 +20,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=48, help="images per row")
+    ap.add_argument("--weights", help="a folder from `python -m styler.models.pretrain OUT` to measure instead of "
+                    "the shipped styler/models/tiny_world (same world code only)")
     args = ap.parse_args(argv)
     os.environ["STYLER_HOME"] = tempfile.mkdtemp(prefix="styler-world-diag-")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.weights:  # the fresh home builds the tiny base and the tiny CLIP from these files
+        from styler.models import tiny
+
+        tiny.WEIGHTS = Path(args.weights).resolve()
+        if not (tiny.WEIGHTS / "manifest.json").is_file():
+            ap.error(f"--weights {args.weights}: no manifest.json there; give the OUT folder of styler.models.pretrain")
 
     import torch
     from PIL import Image
