@@ -27,7 +27,8 @@ The recipe (what ships in ``styler/models/tiny_world/``, with its figures in man
 Everything is seeded: the same code, seed and thread count give the same numbers on the same
 machine. ``python -m styler.models.pretrain OUT [--quick] [--reuse] [--threads N]`` runs it;
 ``--quick`` is a few steps of each stage (the test), ``--reuse`` keeps stages already in OUT whose
-part of the recipe is unchanged. The shipped recipe takes under an hour of 2 CPU cores (the
+part of the recipe is unchanged (and trains all of them again if world.py changed: the manifest
+keeps its sha256). The shipped recipe takes under an hour of 2 CPU cores (the
 manifest has each stage's seconds).
 """
 
@@ -460,6 +461,12 @@ def pretrain(out: str | os.PathLike, recipe: Recipe | None = None, log=print, re
     old = {}
     if reuse and (out / "manifest.json").is_file():
         old = json.loads((out / "manifest.json").read_text("utf-8"))
+    world_code = sha256(Path(world.__file__))  # the pictures every stage trains on
+    if old and old.get("world_sha256") != world_code:
+        log("reuse: the world's code (styler/data/synth/world.py) differs from the one OUT was trained on; "
+            "training every stage")
+        old = {}
+
     def same(prefix: str) -> bool:  # a stage is reused only if its part of the recipe is unchanged
         before = old.get("recipe") or {}
         name = {"caption": "unet", "ema": "unet"}.get(prefix, prefix)
@@ -476,7 +483,8 @@ def pretrain(out: str | os.PathLike, recipe: Recipe | None = None, log=print, re
     files: dict = {}
 
     def partial_manifest():
-        manifest = {"name": "styler tiny world", "recipe": asdict(recipe), "files": files, "figures": figures}
+        manifest = {"name": "styler tiny world", "recipe": asdict(recipe), "world_sha256": world_code, "files": files,
+                    "figures": figures}
         (out / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", "utf-8")
 
     t = time.time()
@@ -523,6 +531,7 @@ def pretrain(out: str | os.PathLike, recipe: Recipe | None = None, log=print, re
     manifest = {
         "name": "styler tiny world",
         "recipe": asdict(recipe),
+        "world_sha256": world_code,
         "configs": {"text": TEXT, "vision": VISION, "projection_dim": PROJECTION, "unet": UNET,
                     "vae": {**VAE, "scaling_factor": figures["vae_scaling_factor"]}},
         "files": files,

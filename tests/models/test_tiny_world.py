@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -99,6 +100,15 @@ def test_pretraining_code_runs_and_its_weights_build_a_working_base(tmp_path, mo
     logs.clear()
     pretrain(tmp_path / "w", Recipe.quick(), log=logs.append, reuse=True, figures_n=4)
     assert {"clip: reused", "vae: reused", "unet: reused"} <= set(logs)
+    # stages trained on another world's pictures are not reused (the recipe alone would match)
+    manifest_path = tmp_path / "w" / "manifest.json"
+    other = json.loads(manifest_path.read_text("utf-8"))
+    assert other["world_sha256"] == hashlib.sha256(Path(world.__file__).read_bytes()).hexdigest()
+    manifest_path.write_text(json.dumps({**other, "world_sha256": "0" * 64}), "utf-8")
+    logs.clear()
+    m = pretrain(tmp_path / "w", Recipe.quick(), log=logs.append, reuse=True, figures_n=4)
+    assert not any(line.endswith(": reused") for line in logs), logs
+    assert any("world's code" in line for line in logs) and m["world_sha256"] == other["world_sha256"]
 
     monkeypatch.setattr(tiny, "WEIGHTS", tmp_path / "w")
     folder = tiny.build_tiny(tmp_path / "base")
