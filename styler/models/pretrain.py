@@ -28,8 +28,8 @@ Everything is seeded: the same code, seed and thread count give the same numbers
 machine. ``python -m styler.models.pretrain OUT [--quick] [--reuse] [--threads N]`` runs it;
 ``--quick`` is a few steps of each stage (the test), ``--reuse`` keeps stages already in OUT whose
 part of the recipe is unchanged (and trains all of them again if world.py changed: the manifest
-keeps its sha256). The shipped recipe takes under an hour of 2 CPU cores (the
-manifest has each stage's seconds).
+keeps its sha256). The shipped recipe takes 44-67 minutes of 2 CPU cores, depending on the
+machine's day (the manifest has each stage's seconds).
 """
 
 from __future__ import annotations
