@@ -422,15 +422,27 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _save(module, path: Path, name: str) -> dict:
+def _save(module, path: Path, name: str, half: bool = False) -> dict:
+    """Write `module`'s weights as safetensors; `half` stores floats as float16 (the UNet, to keep the
+    package within its size budget; loading upcasts them into the float32 modules)."""
+    import torch
     from safetensors.torch import save_file
 
-    state = {k: v.detach().contiguous().clone() for k, v in module.state_dict().items()}
+    state = {k: (v.half() if half and v.is_floating_point() else v).detach().contiguous().clone()
+             for k, v in module.state_dict().items()}
     tmp = path.with_name(path.name + ".tmp")
     save_file(state, str(tmp), metadata={"format": "pt", "styler": f"tiny world {name}"})
     os.chmod(tmp, 0o644)
     os.replace(tmp, path)
-    return {"file": path.name, "sha256": sha256(path), "bytes": path.stat().st_size}
+    entry = {"file": path.name, "sha256": sha256(path), "bytes": path.stat().st_size}
+    return {**entry, "dtype": str(torch.float16 if half else torch.float32).removeprefix("torch.")}
+
+
+def _json(config, drop: str = ""):
+    """A config as the manifest stores it (tuples as lists), without the `drop` key, for comparing."""
+    if isinstance(config, dict):
+        config = {k: v for k, v in config.items() if k != drop}
+    return json.loads(json.dumps(config))
 
 
 def _load(module, path: Path):
@@ -467,12 +479,18 @@ def pretrain(out: str | os.PathLike, recipe: Recipe | None = None, log=print, re
             "training every stage")
         old = {}
 
+    current_configs = {"text": TEXT, "vision": VISION, "projection_dim": PROJECTION, "unet": UNET, "vae": VAE}
+
     def same(prefix: str) -> bool:  # a stage is reused only if its part of the recipe is unchanged
         before = old.get("recipe") or {}
         name = {"caption": "unet", "ema": "unet"}.get(prefix, prefix)
         entry = (old.get("files") or {}).get(name)
         if not entry or not (out / entry["file"]).is_file() or sha256(out / entry["file"]) != entry["sha256"]:
             return False
+        sizes = {"clip": ("text", "vision", "projection_dim"), "vae": ("vae",), "unet": ("text", "unet")}[name]
+        if any(_json(current_configs[k], drop="scaling_factor") != _json((old.get("configs") or {}).get(k), drop="scaling_factor")
+               for k in sizes):
+            return False  # the same recipe at another size (a changed config) is another stage
         return reuse and all(before.get(k) == v for k, v in asdict(recipe).items()
                              if k.startswith(prefix) or k == "seed")
     t_all = time.time()
@@ -526,7 +544,7 @@ def pretrain(out: str | os.PathLike, recipe: Recipe | None = None, log=print, re
     else:
         unet = train_unet(recipe, vae, text_encoder, tokenizer, log)
         figures["unet_seconds"] = round(time.time() - t)
-        files["unet"] = _save(unet, out / "unet.safetensors", "unet")
+        files["unet"] = _save(unet, out / "unet.safetensors", "unet", half=True)
 
     manifest = {
         "name": "styler tiny world",

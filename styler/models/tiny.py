@@ -22,7 +22,8 @@ import tempfile
 import threading
 from pathlib import Path
 
-TINY_VERSION = "3"  # 1: random weights (styler <= 0.1 sessions 1-15); 2: first world pretraining; 3: aux-head CLIP, longer VAE and UNet
+TINY_VERSION = "4"  # 1: random weights (styler <= 0.1 sessions 1-15); 2: first world pretraining; 3: aux-head CLIP,
+# longer VAE and UNet; 4: a UNet twice as wide at 8x8 and 4x4 (64, 128, 128 channels), stored in float16
 MARKER = "styler_tiny.json"
 WEIGHTS = Path(__file__).with_name("tiny_world")  # the shipped weights and their manifest
 _SEED_LOCK = threading.Lock()  # seeding uses torch's global RNG: one builder thread at a time
@@ -57,7 +58,7 @@ UNET_CONFIG = {
     "out_channels": 4,
     "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
     "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-    "block_out_channels": (32, 64, 128),
+    "block_out_channels": (64, 128, 128),  # v3's (32, 64, 128) drew softer: see benchmarks/README.md
     "layers_per_block": 1,
     "attention_head_dim": 8,
     "cross_attention_dim": TEXT_CONFIG["hidden_size"],
@@ -132,11 +133,11 @@ def _components(seed: int | None, tokenizer_dir: Path):
     from .tokenizer import special_ids, vocab_size
 
     text_config = CLIPTextConfig(vocab_size=vocab_size(), **special_ids(), **TEXT_CONFIG)
-    if seed is None:
-        scaling = manifest()["configs"]["vae"]["scaling_factor"]
-        unet = UNet2DConditionModel(**UNET_CONFIG)
+    if seed is None:  # the weights' own configs (the manifest's), so a retrained size loads as it was trained
+        configs = manifest()["configs"]
+        unet = UNet2DConditionModel(**{**UNET_CONFIG, **configs["unet"]})
         unet.load_state_dict(shipped_state("unet"))
-        vae = AutoencoderKL(**{**VAE_CONFIG, "scaling_factor": scaling})
+        vae = AutoencoderKL(**{**VAE_CONFIG, **configs["vae"]})
         vae.load_state_dict(shipped_state("vae"))
         text_encoder = CLIPTextModel(text_config)
         clip = shipped_state("clip")

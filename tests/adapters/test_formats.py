@@ -14,12 +14,14 @@ from safetensors.torch import save_file
 from styler.adapters.formats import (check_compatible, detect_format, model_module_names, read_adapter,
                                      write_adapter)
 from styler.adapters.lora import AdapterData, LoraLayer
+from styler.models.tiny import UNET_CONFIG
 from styler.errors import InputError, UsageError
 
 pytestmark = pytest.mark.slow  # builds or runs the tiny pipeline
 
 Q = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"
 CONV = "down_blocks.0.resnets.0.conv1"
+W0 = UNET_CONFIG["block_out_channels"][0]  # the tiny UNet's width at down_blocks.0: Q is [W0, W0], CONV [W0, W0, 3, 3]
 TE_Q = "encoder.layers.0.self_attn.q_proj"
 
 
@@ -108,7 +110,7 @@ def test_styler_file_reads_as_diffusers_applies_it(trained, base_pipe):
     assert data.kind == "lora" and data.format == "peft" and data.metadata["styler.adapter"] == "t/x@1"
     assert {l.alpha for l in data.layers.values()} == {2.0} and {l.rank for l in data.layers.values()} == {4}
     assert data.components() == {"unet", "text_encoder"}
-    assert data.layers[("unet", CONV)].down.shape == (4, 32, 3, 3)  # conv layers
+    assert data.layers[("unet", CONV)].down.shape == (4, W0, 3, 3)  # conv layers
     assert ("text_encoder", TE_Q) in data.layers  # live names: no text_model. prefix
     trained_deltas = _peft_deltas(train_pipe)
     _, loaded = _loaded(base_pipe, path)
@@ -167,10 +169,10 @@ def test_peft_without_metadata_is_alpha_rank(tmp_path):
 
 def test_dora_magnitudes_carried(base_pipe, tmp_path):
     g = torch.Generator().manual_seed(1)
-    layers = {("unet", Q): LoraLayer("unet", Q, torch.randn(2, 32, generator=g), torch.randn(32, 2, generator=g),
-                                     1.0, torch.rand(32, generator=g) + 0.5),
-              ("unet", CONV): LoraLayer("unet", CONV, torch.randn(2, 32, 3, 3, generator=g),
-                                        torch.randn(32, 2, 1, 1, generator=g), 1.0, torch.rand(32, generator=g) + 0.5)}
+    layers = {("unet", Q): LoraLayer("unet", Q, torch.randn(2, W0, generator=g), torch.randn(W0, 2, generator=g),
+                                     1.0, torch.rand(W0, generator=g) + 0.5),
+              ("unet", CONV): LoraLayer("unet", CONV, torch.randn(2, W0, 3, 3, generator=g),
+                                        torch.randn(W0, 2, 1, 1, generator=g), 1.0, torch.rand(W0, generator=g) + 0.5)}
     data = AdapterData("lora", layers=layers)
     for fmt in ("peft", "diffusers"):
         back = read_adapter(write_adapter(data, tmp_path / f"dora-{fmt}.safetensors", fmt))
@@ -184,17 +186,17 @@ def test_dora_magnitudes_carried(base_pipe, tmp_path):
     assert not (tmp_path / "dora-kohya.safetensors").exists()
     stem = "lora_unet_" + Q.replace(".", "_")
     # a kohya/LyCORIS file with per-output-row scales ([out, 1], LyCORIS wd_on_out) is read as peft's DoRA
-    save_file({f"{stem}.lora_down.weight": torch.zeros(2, 32), f"{stem}.lora_up.weight": torch.zeros(32, 2),
-               f"{stem}.dora_scale": layers[("unet", Q)].magnitude.reshape(32, 1)}, tmp_path / "out-side.safetensors")
+    save_file({f"{stem}.lora_down.weight": torch.zeros(2, W0), f"{stem}.lora_up.weight": torch.zeros(W0, 2),
+               f"{stem}.dora_scale": layers[("unet", Q)].magnitude.reshape(W0, 1)}, tmp_path / "out-side.safetensors")
     assert torch.equal(read_adapter(tmp_path / "out-side.safetensors").layers[("unet", Q)].magnitude,
                        layers[("unet", Q)].magnitude)
-    save_file({f"{stem}.lora_down.weight": torch.zeros(2, 32), f"{stem}.lora_up.weight": torch.zeros(32, 2),
-               f"{stem}.dora_scale": torch.ones(1, 32)}, tmp_path / "in-side.safetensors")
-    with pytest.raises(InputError, match=r"DoRA scale of shape \[1, 32\]"):
+    save_file({f"{stem}.lora_down.weight": torch.zeros(2, W0), f"{stem}.lora_up.weight": torch.zeros(W0, 2),
+               f"{stem}.dora_scale": torch.ones(1, W0)}, tmp_path / "in-side.safetensors")
+    with pytest.raises(InputError, match=rf"DoRA scale of shape \[1, {W0}\]"):
         read_adapter(tmp_path / "in-side.safetensors")
     out = tmp_path / "dora-peft.safetensors"
     with safe_open(str(out), "pt") as f:
-        assert f.get_tensor(f"unet.{CONV}.lora_magnitude_vector").shape == (1, 32, 1, 1)  # peft's conv layout
+        assert f.get_tensor(f"unet.{CONV}.lora_magnitude_vector").shape == (1, W0, 1, 1)  # peft's conv layout
         assert json.loads(f.metadata()["lora_adapter_metadata"])["unet.use_dora"] is True
     base_pipe.load_lora_weights(str(out))
     try:
@@ -281,12 +283,12 @@ def test_check_compatible(trained, base_pipe, tmp_path):
     check_compatible(data, base_pipe)
     check_compatible(data, trained[1])  # also with peft layers in place
     bad = dict(data.layers)
-    bad[("unet", Q)] = LoraLayer("unet", Q, torch.randn(4, 48), torch.randn(32, 4), 4.0)
+    bad[("unet", Q)] = LoraLayer("unet", Q, torch.randn(4, 48), torch.randn(W0, 4), 4.0)
     out = write_adapter(AdapterData("lora", layers=bad), tmp_path / "other.safetensors", "kohya")
     with pytest.raises(InputError) as err:
         check_compatible(read_adapter(out), base_pipe)
     assert err.value.message == (f"adapter does not fit this base: first mismatch unet.{Q}: "
-                                 f"adapter ΔW [32, 48] vs model weight [32, 32]")
+                                 f"adapter ΔW [{W0}, 48] vs model weight [{W0}, {W0}]")
     ghost = AdapterData("lora", layers={("unet", "down_blocks.7.x"): LoraLayer("unet", "down_blocks.7.x",
                                                                                torch.zeros(1, 2), torch.zeros(2, 1), 1.0)})
     with pytest.raises(InputError, match="has no module down_blocks.7.x"):

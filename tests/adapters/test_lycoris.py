@@ -31,16 +31,18 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from registry import Adapter, BlobStore, Registry
+from styler.models.tiny import UNET_CONFIG
 from tests.helpers import run_cli, tree
 
 pytestmark = pytest.mark.slow  # builds or runs the tiny pipeline
 
 Q = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"
 K = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_k"
-K2 = "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k"  # [32, 64]
-FF = "down_blocks.0.attentions.0.transformer_blocks.0.ff.net.0.proj"  # [256, 32]
-CONV1 = "down_blocks.0.resnets.0.conv1"  # [32, 32, 3, 3]
+K2 = "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k"  # [W0, 64]
+FF = "down_blocks.0.attentions.0.transformer_blocks.0.ff.net.0.proj"  # [8 W0, W0]
+CONV1 = "down_blocks.0.resnets.0.conv1"  # [W0, W0, 3, 3]
 CONV2 = "down_blocks.0.resnets.0.conv2"
+W0 = UNET_CONFIG["block_out_channels"][0]  # the tiny UNet's width at down_blocks.0
 MID1 = "mid_block.resnets.0.conv1"  # [128, 128, 3, 3]
 MID2 = "mid_block.resnets.0.conv2"
 TE_Q = "encoder.layers.0.self_attn.q_proj"  # [64, 64]
@@ -61,8 +63,8 @@ def _loha_file(path):
     g = torch.Generator().manual_seed(1)
     t = {}
     big = lambda *shape: _rand(g, *shape, scale=0.6)  # noqa: E731  (a Hadamard product of small factors is smaller)
-    for comp, module, out, inn, alpha in (("unet", Q, 32, 32, 2.0), ("unet", K2, 32, 64, 4.0),
-                                          ("unet", CONV1, 32, 32 * 9, 1.0), ("text_encoder", TE_Q, 64, 64, 3.0)):
+    for comp, module, out, inn, alpha in (("unet", Q, W0, W0, 2.0), ("unet", K2, W0, 64, 4.0),
+                                          ("unet", CONV1, W0, W0 * 9, 1.0), ("text_encoder", TE_Q, 64, 64, 3.0)):
         s = _stem(comp, module)
         t.update({f"{s}.hada_w1_a": big(out, 4), f"{s}.hada_w1_b": big(4, inn),
                   f"{s}.hada_w2_a": big(out, 4), f"{s}.hada_w2_b": big(4, inn), f"{s}.alpha": torch.tensor(alpha)})
@@ -83,15 +85,16 @@ def _lokr_file(path):
     t = {}
     big = lambda *shape: _rand(g, *shape, scale=0.5)  # noqa: E731  (large enough to see in an image)
     s = _stem("unet", Q)
-    t.update({f"{s}.lokr_w1": big(4, 4), f"{s}.lokr_w2_a": big(8, 2), f"{s}.lokr_w2_b": big(2, 8),
+    f = W0 // 4  # w1 is 4 x 4 (16 x 4 for FF), so w2 is f x f
+    t.update({f"{s}.lokr_w1": big(4, 4), f"{s}.lokr_w2_a": big(f, 2), f"{s}.lokr_w2_b": big(2, f),
               f"{s}.alpha": torch.tensor(1.0)})
     s = _stem("unet", FF)
-    t.update({f"{s}.lokr_w1_a": big(16, 2), f"{s}.lokr_w1_b": big(2, 4), f"{s}.lokr_w2_a": big(16, 2),
-              f"{s}.lokr_w2_b": big(2, 8), f"{s}.alpha": torch.tensor(4.0)})
+    t.update({f"{s}.lokr_w1_a": big(16, 2), f"{s}.lokr_w1_b": big(2, 4), f"{s}.lokr_w2_a": big(2 * f, 2),
+              f"{s}.lokr_w2_b": big(2, f), f"{s}.alpha": torch.tensor(4.0)})
     s = _stem("unet", K)
-    t.update({f"{s}.lokr_w1": big(4, 4), f"{s}.lokr_w2": big(8, 8), f"{s}.alpha": torch.tensor(7.0)})
+    t.update({f"{s}.lokr_w1": big(4, 4), f"{s}.lokr_w2": big(f, f), f"{s}.alpha": torch.tensor(7.0)})
     s = _stem("unet", CONV2)
-    t.update({f"{s}.lokr_w1": big(4, 4), f"{s}.lokr_w2_a": big(8, 2), f"{s}.lokr_w2_b": big(2, 8 * 9),
+    t.update({f"{s}.lokr_w1": big(4, 4), f"{s}.lokr_w2_a": big(f, 2), f"{s}.lokr_w2_b": big(2, f * 9),
               f"{s}.alpha": torch.tensor(1.0)})
     s = _stem("unet", MID2)
     t.update({f"{s}.lokr_w1": big(8, 8), f"{s}.lokr_t2": big(2, 2, 3, 3), f"{s}.lokr_w2_a": big(2, 16),
@@ -105,7 +108,7 @@ def _lokr_file(path):
 def _lora_file(path):
     g = torch.Generator().manual_seed(3)
     t = {}
-    for module, out, inn in ((Q, 32, 32), (MID1, 128, 128)):
+    for module, out, inn in ((Q, W0, W0), (MID1, 128, 128)):
         s = _stem("unet", module)
         down = _rand(g, 4, inn) if module == Q else _rand(g, 4, inn, 3, 3)
         up = _rand(g, out, 4) if module == Q else _rand(g, out, 4, 1, 1)

@@ -220,7 +220,7 @@ def test_the_recorded_probabilities_are_the_ones_the_layer_applies():
     torch.manual_seed(0)
     unet = UNet2DConditionModel(**UNET_CONFIG)
     attn = unet.down_blocks[0].attentions[0].transformer_blocks[0].attn2
-    hs, ctx = torch.randn(2, 64, 32), torch.randn(2, 77, 64)
+    hs, ctx = torch.randn(2, 64, UNET_CONFIG["block_out_channels"][0]), torch.randn(2, 77, 64)
     with torch.no_grad():
         expected = attn(hs, encoder_hidden_states=ctx)
         probs = attention_probs(attn, hs, ctx)
@@ -257,7 +257,10 @@ def test_conv_layers_write_one_map_per_unet_block(tiny_home, tmp_path):
     data = json.loads(r.stdout)
     labels = [m["label"] for m in data["maps"]]
     assert labels == ["down 0", "down 1", "down 2", "mid", "up 0", "up 1", "up 2"]
-    assert [m["shape"][0] for m in data["maps"]] == [32, 64, 128, 128, 128, 64, 32]  # channels per block
+    from styler.models.tiny import UNET_CONFIG
+
+    c0, c1, c2 = UNET_CONFIG["block_out_channels"]  # 64, 128, 128 since tiny v4
+    assert [m["shape"][0] for m in data["maps"]] == [c0, c1, c2, c2, c2, c1, c0]  # channels per block
     maps = [np.asarray(Image.open(m["path"]).convert("RGB")) for m in data["maps"]]
     assert all(a.shape == (64, 64, 3) for a in maps)
     assert len({a.tobytes() for a in maps}) == 7

@@ -109,6 +109,20 @@ def test_pretraining_code_runs_and_its_weights_build_a_working_base(tmp_path, mo
     m = pretrain(tmp_path / "w", Recipe.quick(), log=logs.append, reuse=True, figures_n=4)
     assert not any(line.endswith(": reused") for line in logs), logs
     assert any("world's code" in line for line in logs) and m["world_sha256"] == other["world_sha256"]
+    # the same recipe at another UNet width retrains the UNet alone, and the manifest keeps the width
+    narrow = (32, 64, 128)
+    with monkeypatch.context() as mp:
+        mp.setitem(tiny.UNET_CONFIG, "block_out_channels", narrow)
+        logs.clear()
+        m = pretrain(tmp_path / "w", Recipe.quick(), log=logs.append, reuse=True, figures_n=4)
+    assert {"clip: reused", "vae: reused"} <= set(logs) and "unet: reused" not in logs, logs
+    m = json.loads(manifest_path.read_text("utf-8"))
+    assert m["configs"]["unet"]["block_out_channels"] == list(narrow)
+    assert m["files"]["unet"]["dtype"] == "float16" and m["files"]["vae"]["dtype"] == "float32"
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "w" / "unet.safetensors"), "pt") as f:
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"F16"}
 
     monkeypatch.setattr(tiny, "WEIGHTS", tmp_path / "w")
     folder = tiny.build_tiny(tmp_path / "base")
@@ -118,6 +132,9 @@ def test_pretraining_code_runs_and_its_weights_build_a_working_base(tmp_path, mo
     from diffusers import StableDiffusionPipeline
 
     pipe = StableDiffusionPipeline.from_pretrained(str(folder))
+    # built at the width its manifest records, not the code's current UNET_CONFIG; float32 to compute
+    assert tuple(pipe.unet.config.block_out_channels) == narrow != tuple(tiny.UNET_CONFIG["block_out_channels"])
+    assert pipe.unet.dtype == torch.float32
     assert pipe.vae.config.scaling_factor == m["figures"]["vae_scaling_factor"]
     img = pipe("a red circle", num_inference_steps=2, height=64, width=64,
                generator=torch.Generator().manual_seed(0), output_type="np").images[0]

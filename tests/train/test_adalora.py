@@ -154,7 +154,7 @@ def test_resumed_run_prunes_and_ends_as_an_uninterrupted_one(calli, styler_home,
     (["--adalora-init-rank", "2", "--rank", "4"], "--adalora-init-rank 2 must be larger than the target rank 4"),
     (["--adalora-tinit", "0.6", "--adalora-tfinal", "0.5"], "leave no steps to prune the ranks in"),
     (["--steps", "1"], "over 1 steps: 0 warm-up and 1 final steps leave none to prune"),
-    (["--adalora-init-rank", "64"], "--method adalora's start rank 64 is larger than the smallest layer"),
+    (["--adalora-init-rank", "200"], "--method adalora's start rank 200 is larger than the smallest layer"),
     (["--adalora-interval", "0"], "--adalora-interval must be >= 1"),
 ])
 def test_bad_adalora_options_exit_2_with_one_line_and_write_nothing(calli, styler_home, extra, message):
