@@ -22,14 +22,16 @@ The recipe (what ships in ``styler/models/tiny_world/``, with its figures in man
    denoiser on plain-style latents with SD-1.5's noise schedule and min-SNR-5 loss weighting,
    conditioned on the frozen text encoder's last hidden states over 77 tokens (the pipeline's own
    encoding), with 10 % of captions dropped to "" so classifier-free guidance works. An EMA of its
-   weights is what ships.
+   weights is what ships, in float16 (tiny v4's UNet is twice v3's width at 8x8 and 4x4, and the
+   package keeps its weights within 25 MB).
 
 Everything is seeded: the same code, seed and thread count give the same numbers on the same
 machine. ``python -m styler.models.pretrain OUT [--quick] [--reuse] [--threads N]`` runs it;
 ``--quick`` is a few steps of each stage (the test), ``--reuse`` keeps stages already in OUT whose
 part of the recipe is unchanged (and trains all of them again if world.py changed: the manifest
-keeps its sha256). The shipped recipe takes 44-67 minutes of 2 CPU cores, depending on the
-machine's day (the manifest has each stage's seconds).
+keeps its sha256). The shipped recipe takes about 56 minutes of 2 CPU cores on a fast day
+and about 75 on a slow one (CLIP 440-742 s, VAE 973-1,423 s, the v4 UNet 1,963 s on 2026-12-02;
+the manifest has each stage's seconds; on a GPU, minutes).
 """
 
 from __future__ import annotations
