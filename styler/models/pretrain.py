@@ -427,7 +427,6 @@ def sha256(path: Path) -> str:
 def _save(module, path: Path, name: str, half: bool = False) -> dict:
     """Write `module`'s weights as safetensors; `half` stores floats as float16 (the UNet, to keep the
     package within its size budget; loading upcasts them into the float32 modules)."""
-    import torch
     from safetensors.torch import save_file
 
     state = {k: (v.half() if half and v.is_floating_point() else v).detach().contiguous().clone()
@@ -436,8 +435,8 @@ def _save(module, path: Path, name: str, half: bool = False) -> dict:
     save_file(state, str(tmp), metadata={"format": "pt", "styler": f"tiny world {name}"})
     os.chmod(tmp, 0o644)
     os.replace(tmp, path)
-    entry = {"file": path.name, "sha256": sha256(path), "bytes": path.stat().st_size}
-    return {**entry, "dtype": str(torch.float16 if half else torch.float32).removeprefix("torch.")}
+    return {"file": path.name, "sha256": sha256(path), "bytes": path.stat().st_size,
+            "dtype": "float16" if half else "float32"}
 
 
 def _json(config, drop: str = ""):
@@ -503,8 +502,8 @@ def pretrain(out: str | os.PathLike, recipe: Recipe | None = None, log=print, re
     files: dict = {}
 
     def partial_manifest():
-        manifest = {"name": "styler tiny world", "recipe": asdict(recipe), "world_sha256": world_code, "files": files,
-                    "figures": figures}
+        manifest = {"name": "styler tiny world", "recipe": asdict(recipe), "world_sha256": world_code,
+                    "configs": current_configs, "files": files, "figures": figures}  # --reuse compares configs
         (out / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", "utf-8")
 
     t = time.time()
