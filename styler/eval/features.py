@@ -26,7 +26,8 @@ from pathlib import Path
 from ..errors import InputError, ModelNotFound, UsageError
 
 ENV_CLIP = "STYLER_CLIP"
-TINY_CLIP_VERSION = "3"  # 1: random weights; 2: first world pretraining; 3: trained with auxiliary attribute heads (shipped)
+TINY_CLIP_VERSION = "4"  # 1: random weights; 2: first world pretraining; 3: trained with auxiliary attribute heads;
+# 4: then its vision tower on softened pictures too (pretrain.robust_vision), so it reads style through blur (shipped)
 TINY_MARKER = "styler_clip_tiny.json"
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

@@ -9,7 +9,11 @@ The recipe (what ships in ``styler/models/tiny_world/``, with its figures in man
    captions in a batch are positives of each other (soft targets), not negatives. Contrastive loss
    alone learns colour and style within a few hundred steps but shape hardly at all (2000 steps:
    28 %, chance 25 %), so linear heads on the image embedding classify shape, colour, background
-   and style alongside it during training (shape weighted 2x) and are then dropped.
+   and style alongside it during training (shape weighted 2x) and are then dropped. Its second
+   part (``robust_vision``) trains the vision tower alone for 600 more steps with half of each
+   batch softened (blur, resampling, noise: what a VAE and a small denoiser lose), so styles are
+   read from palette, outline and texture rather than pixel-exact sharpness: without it, the
+   probe called half of the VAE's own pixel-art reconstructions "plain".
 2. **Text encoder** of the base is the tiny CLIP's text tower, as SD-1.5's is CLIP ViT-L/14's:
    a trained text encoder gives the UNet conditioning in which colour, background and style words
    are separate; a frozen random encoder would also be injective, but text-encoder LoRA would then
@@ -63,6 +67,9 @@ class Recipe:
     clip_lr: float = 1e-3
     clip_aux: float = 1.0  # weight of each auxiliary attribute head (colour, background, style)
     clip_aux_shape: float = 2.0  # the shape head's weight (shape is what contrastive loss learns last)
+    clip_robust_steps: int = 600  # then the vision tower alone, also on softened copies (robust_vision)
+    clip_robust_lr: float = 3e-4
+    clip_robust_share: float = 0.5  # of each batch's images softened
     vae_images: int = 1500  # per world style
     vae_steps: int = 4000
     vae_batch: int = 16
@@ -77,7 +84,7 @@ class Recipe:
 
     @classmethod
     def quick(cls) -> Recipe:
-        return cls(clip_images=32, clip_steps=3, clip_batch=16, vae_images=8, vae_steps=2, vae_batch=4,
+        return cls(clip_images=32, clip_steps=3, clip_batch=16, clip_robust_steps=2, vae_images=8, vae_steps=2, vae_batch=4,
                    unet_images=32, unet_steps=3, unet_batch=8)
 
 
@@ -166,6 +173,11 @@ def clip_pixels(arr: np.ndarray):
     return (x - mean) / std
 
 
+def clip_world(recipe: Recipe):
+    """Stage 1's pictures, scenes and styles (both of its parts train on them)."""
+    return world_images(recipe.clip_images, world.WORLD_STYLES, recipe.seed + 11)
+
+
 def train_clip(recipe: Recipe, tokenizer, log):
     import torch
     import torch.nn.functional as F
@@ -173,7 +185,7 @@ def train_clip(recipe: Recipe, tokenizer, log):
 
     torch.manual_seed(recipe.seed)
     model = CLIPModel(clip_config())
-    arr, scs, sts = world_images(recipe.clip_images, world.WORLD_STYLES, recipe.seed + 11)
+    arr, scs, sts = clip_world(recipe)
     pixels_all = clip_pixels(arr)
     # Auxiliary heads: a linear classifier per attribute on the image embedding, trained with it and
     # then dropped. Contrastive loss alone learns colour and style in a few hundred steps but shape
@@ -219,7 +231,117 @@ def train_clip(recipe: Recipe, tokenizer, log):
         opt.step()
         if step % 50 == 0 or step == recipe.clip_steps - 1:
             log(f"clip {step:5d}/{recipe.clip_steps} loss {loss.item():.3f} scale {scale.item():.1f} {time.time() - t0:.0f}s")
-    return model.eval()
+    model.eval()
+    if recipe.clip_robust_steps:
+        robust_vision(model, recipe, tokenizer, arr, scs, sts, log)
+    return model
+
+
+def _blur(x, sigma: float):
+    """Separable Gaussian blur of [B, C, H, W] (edges replicated)."""
+    import torch
+    import torch.nn.functional as F
+
+    r = max(1, int(3 * sigma + 0.5))
+    k = torch.exp(-torch.arange(-r, r + 1, dtype=torch.float32) ** 2 / (2 * sigma ** 2))
+    k = (k / k.sum()).to(x.dtype)
+    c = x.shape[1]
+    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
+    return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+
+
+def soften(x, rng: random.Random):
+    """One of the ways a generated picture is softer than its data, picked by `rng`: a Gaussian
+    blur (sigma 0.5-1.3 px), a bilinear resample through 50-75 % of the size, or a light blur with
+    noise. What an 8x VAE and a small denoiser lose is this kind of fine detail."""
+    import torch
+    import torch.nn.functional as F
+
+    kind = rng.randrange(3)
+    if kind == 0:
+        return _blur(x, rng.uniform(0.5, 1.3))
+    if kind == 1:
+        side = x.shape[-1]
+        small = int(side * rng.choice((0.5, 0.625, 0.75)))
+        down = F.interpolate(x, size=(small, small), mode="bilinear", antialias=True, align_corners=False)
+        return F.interpolate(down, size=(side, side), mode="bilinear", align_corners=False)
+    g = torch.Generator().manual_seed(rng.randrange(2 ** 31))
+    y = _blur(x, rng.uniform(0.4, 0.9))
+    return y + rng.uniform(0.02, 0.08) * torch.randn(y.shape, generator=g)
+
+
+def robust_vision(model, recipe: Recipe, tokenizer, arr, scs, sts, log) -> None:
+    """Stage 1's second part: train the vision tower (and its projection) alone for
+    `clip_robust_steps`, with `clip_robust_share` of each batch's images softened (`soften`), so
+    that the CLIP reads a picture's style from its palette, outlines, texture and layout rather
+    than from pixel-exact sharpness. Every generated picture is softer than the data (the VAE's
+    reconstructions of pixel art lose its 4 px cells), and before this the probe called half of
+    the VAE's own pixel-art reconstructions "plain". The text tower, its projection and the
+    temperature stay frozen: the base's text encoder is that tower, so it is unchanged
+    bit for bit."""
+    import torch
+    import torch.nn.functional as F
+
+    pixels_all = clip_pixels(arr)
+    labels = {
+        "shape": torch.tensor([world.SHAPES.index(s.shape) for s in scs]),
+        "colour": torch.tensor([world.COLOUR_NAMES.index(s.colour) for s in scs]),
+        "background": torch.tensor([world.COLOUR_NAMES.index(s.background) for s in scs]),
+        "style": torch.tensor([world.WORLD_STYLES.index(s) for s in sts]),
+    }
+    torch.manual_seed(recipe.seed + 5)
+    dim = model.config.projection_dim
+    heads = torch.nn.ModuleDict({k: torch.nn.Linear(dim, int(v.max()) + 1) for k, v in labels.items()})
+    model.requires_grad_(False)
+    tower = list(model.vision_model.parameters()) + list(model.visual_projection.parameters())
+    for p in tower:
+        p.requires_grad_(True)
+    params = tower + list(heads.parameters())
+    opt = torch.optim.AdamW(params, lr=recipe.clip_robust_lr, weight_decay=0.05, betas=(0.9, 0.98))
+    rng = random.Random(recipe.seed + 5)
+    n, batch = len(scs), recipe.clip_batch
+    soft = int(round(batch * recipe.clip_robust_share))
+    model.vision_model.train()
+    t0 = time.time()
+    for step in range(recipe.clip_robust_steps):
+        set_lr(opt, recipe.clip_robust_lr, step, recipe.clip_robust_steps, warmup=50, floor=0.0)
+        idx = [rng.randrange(n) for _ in range(batch)]
+        caps = [partial_caption(scs[i], sts[i], rng) for i in idx]
+        tok = tokenizer(caps, padding="longest", truncation=True, max_length=77, return_tensors="pt")
+        pix = pixels_all[idx]
+        if rng.random() < 0.5:
+            pix = pix.flip(-1)
+        if soft:
+            pix = torch.cat([soften(pix[:soft], rng), pix[soft:]])
+        raw = image_embeds(model, pix)
+        img = F.normalize(raw, dim=-1)
+        with torch.no_grad():
+            txt = F.normalize(text_embeds(model, tok.input_ids, tok.attention_mask), dim=-1)
+        logits = model.logit_scale.exp().clamp(max=100) * img @ txt.T
+        same = torch.tensor([[a == b for b in caps] for a in caps], dtype=torch.float32)
+        target = same / same.sum(1, keepdim=True)
+        loss = 0.5 * (-(target * logits.log_softmax(1)).sum(1).mean() - (target * logits.log_softmax(0)).sum(0).mean())
+        at = torch.tensor(idx)
+        weight = {"shape": recipe.clip_aux_shape}
+        loss = loss + sum(weight.get(k, recipe.clip_aux) * F.cross_entropy(h(raw), labels[k][at]) for k, h in heads.items())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        if step % 50 == 0 or step == recipe.clip_robust_steps - 1:
+            log(f"clip robust {step:5d}/{recipe.clip_robust_steps} loss {loss.item():.3f} {time.time() - t0:.0f}s")
+    model.requires_grad_(True)
+    model.eval()
+
+
+def text_sha256(model) -> str:
+    """sha256 of the text tower's tensors (what the base's text encoder is): the UNet was trained
+    on these features, so it is reused only while they are the same bit for bit."""
+    h = hashlib.sha256()
+    for k, v in sorted(model.text_model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().contiguous().cpu().numpy().tobytes())
+    return h.hexdigest()
 
 
 @dataclass
@@ -238,15 +360,20 @@ def text_embeds(model, input_ids, attention_mask):
     return model.text_projection(model.text_model(input_ids=input_ids, attention_mask=attention_mask).pooler_output)
 
 
-def zero_shot(model, tokenizer, n_per_style: int = 64, seed: int = 987654) -> ZeroShot:
+def zero_shot(model, tokenizer, n_per_style: int = 64, seed: int = 987654, softened: bool = False) -> ZeroShot:
     """Held-out world images (another seed than training): accuracy of picking the right colour
-    (the shape's), shape and style by prompt-ensembled text embeddings."""
+    (the shape's), shape and style by prompt-ensembled text embeddings. `softened`: each image
+    softened first (`soften`, seeded), as generated pictures are."""
     import torch
     import torch.nn.functional as F
 
     arr, scs, sts = world_images(n_per_style, world.WORLD_STYLES, seed)
+    pixels = clip_pixels(arr)
+    if softened:
+        rng = random.Random(seed)
+        pixels = torch.cat([soften(pixels[i:i + 1], rng) for i in range(len(pixels))])
     with torch.no_grad():
-        img = F.normalize(image_embeds(model, clip_pixels(arr)), dim=-1)
+        img = F.normalize(image_embeds(model, pixels), dim=-1)
 
         def classes(prompts_for):
             embs = []
@@ -482,7 +609,7 @@ def pretrain(out: str | os.PathLike, recipe: Recipe | None = None, log=print, re
 
     current_configs = {"text": TEXT, "vision": VISION, "projection_dim": PROJECTION, "unet": UNET, "vae": VAE}
 
-    def same(prefix: str) -> bool:  # a stage is reused only if its part of the recipe is unchanged
+    def same(prefix: str, ignore: str | None = None) -> bool:  # reused only if its part of the recipe is unchanged
         before = old.get("recipe") or {}
         name = {"caption": "unet", "ema": "unet"}.get(prefix, prefix)
         entry = (old.get("files") or {}).get(name)
@@ -493,7 +620,7 @@ def pretrain(out: str | os.PathLike, recipe: Recipe | None = None, log=print, re
                for k in sizes):
             return False  # the same recipe at another size (a changed config) is another stage
         return reuse and all(before.get(k) == v for k, v in asdict(recipe).items()
-                             if k.startswith(prefix) or k == "seed")
+                             if (k.startswith(prefix) or k == "seed") and not (ignore and k.startswith(ignore)))
     t_all = time.time()
     tok_dir = write_tokenizer(out / ".tokenizer")
     tokenizer = CLIPTokenizer.from_pretrained(str(tok_dir))
@@ -506,17 +633,32 @@ def pretrain(out: str | os.PathLike, recipe: Recipe | None = None, log=print, re
                     "configs": current_configs, "files": files, "figures": figures}  # --reuse compares configs
         (out / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", "utf-8")
 
+    old_text = None  # the text tower the UNet in OUT was trained with
+    old_clip = (old.get("files") or {}).get("clip")
+    if old_clip and (out / old_clip["file"]).is_file() and sha256(out / old_clip["file"]) == old_clip["sha256"]:
+        old_text = old_clip.get("text_sha256") or text_sha256(_load(CLIPModel(clip_config()), out / old_clip["file"]))
     t = time.time()
     if same("clip") and (out / "clip.safetensors").is_file():
         clip = _load(CLIPModel(clip_config()), out / "clip.safetensors")
-        files["clip"] = old["files"]["clip"]
+        files["clip"] = {**old["files"]["clip"], "text_sha256": old_text}
         log("clip: reused")
+    elif same("clip", ignore="clip_robust") and not (old.get("recipe") or {}).get("clip_robust_steps") \
+            and recipe.clip_robust_steps:
+        # OUT's CLIP is this recipe's contrastive part alone (trained before the robustness part
+        # existed): keep it and run the robustness part on it; the text tower does not move
+        clip = _load(CLIPModel(clip_config()), out / "clip.safetensors")
+        log("clip: contrastive part reused; training its robustness part")
+        arr, scs, sts = clip_world(recipe)
+        robust_vision(clip, recipe, tokenizer, arr, scs, sts, log)
+        figures["clip_robust_seconds"] = round(time.time() - t)
+        files["clip"] = {**_save(clip, out / "clip.safetensors", "clip"), "text_sha256": text_sha256(clip)}
     else:
         clip = train_clip(recipe, tokenizer, log)
         figures["clip_seconds"] = round(time.time() - t)
-        files["clip"] = _save(clip, out / "clip.safetensors", "clip")
+        files["clip"] = {**_save(clip, out / "clip.safetensors", "clip"), "text_sha256": text_sha256(clip)}
     figures["clip_zero_shot"] = asdict(zero_shot(clip, tokenizer, n_per_style=figures_n))
-    log(f"clip zero-shot {figures['clip_zero_shot']}")
+    figures["clip_zero_shot_softened"] = asdict(zero_shot(clip, tokenizer, n_per_style=figures_n, softened=True))
+    log(f"clip zero-shot {figures['clip_zero_shot']}, on softened images {figures['clip_zero_shot_softened']}")
     text_encoder = CLIPTextModel(CLIPTextConfig(vocab_size=vocab_size(), **special_ids(), **TEXT))
     text_encoder.load_state_dict(clip.text_model.state_dict())
     text_encoder.eval().requires_grad_(False)  # not a file of its own: the base takes clip's text tower
@@ -538,7 +680,9 @@ def pretrain(out: str | os.PathLike, recipe: Recipe | None = None, log=print, re
     partial_manifest()
 
     t = time.time()
-    if same("clip") and same("vae") and same("unet") and same("caption") and same("ema") \
+    # the UNet depends on the CLIP only through its text tower (robust_vision leaves that alone)
+    text_same = old_text is not None and old_text == files["clip"]["text_sha256"]
+    if text_same and same("vae") and same("unet") and same("caption") and same("ema") \
             and (out / "unet.safetensors").is_file() and "unet_seconds" in figures:
         files["unet"] = old["files"]["unet"]
         log("unet: reused")

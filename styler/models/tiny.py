@@ -23,7 +23,8 @@ import threading
 from pathlib import Path
 
 TINY_VERSION = "4"  # 1: random weights (styler <= 0.1 sessions 1-15); 2: first world pretraining; 3: aux-head CLIP,
-# longer VAE and UNet; 4: a UNet twice as wide at 8x8 and 4x4 (64, 128, 128 channels), stored in float16
+# longer VAE and UNet; 4: a UNet twice as wide at 8x8 and 4x4 (64, 128, 128 channels), stored in float16 (the
+# CLIP's later robustness part left its text tower, this base's text encoder, unchanged: still 4)
 MARKER = "styler_tiny.json"
 WEIGHTS = Path(__file__).with_name("tiny_world")  # the shipped weights and their manifest
 _SEED_LOCK = threading.Lock()  # seeding uses torch's global RNG: one builder thread at a time
