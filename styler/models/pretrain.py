@@ -33,9 +33,11 @@ Everything is seeded: the same code, seed and thread count give the same numbers
 machine. ``python -m styler.models.pretrain OUT [--quick] [--reuse] [--threads N]`` runs it;
 ``--quick`` is a few steps of each stage (the test), ``--reuse`` keeps stages already in OUT whose
 part of the recipe is unchanged (and trains all of them again if world.py changed: the manifest
-keeps its sha256). The shipped recipe takes about 56 minutes of 2 CPU cores on a fast day
-and about 75 on a slow one (CLIP 440-742 s, VAE 973-1,423 s, the v4 UNet 1,963 s on 2026-12-02;
-the manifest has each stage's seconds; on a GPU, minutes).
+keeps its sha256; a CLIP trained before the robustness part existed keeps its contrastive part,
+and the UNet is reused while the text tower is the same bit for bit). The whole recipe ran from
+scratch in 2,971 s (49.5 minutes) of 2 CPU cores on 2026-12-02 (CLIP 481 s, VAE 866 s, UNet
+1,622 s); the machines differ by up to half from day to day, so on a slow one it takes about 75
+(the manifest has each stage's seconds; on a GPU, minutes).
 """
 
 from __future__ import annotations
