@@ -13,7 +13,7 @@ The recipe (what ships in ``styler/models/tiny_world/``, with its figures in man
    part (``robust_vision``) trains the vision tower alone for 600 more steps with half of each
    batch softened (blur, resampling, noise: what a VAE and a small denoiser lose), so styles are
    read from palette, outline and texture rather than pixel-exact sharpness: without it, the
-   probe called half of the VAE's own pixel-art reconstructions "plain".
+   probe called 40 % of the VAE's own pixel-art reconstructions "plain".
 2. **Text encoder** of the base is the tiny CLIP's text tower, as SD-1.5's is CLIP ViT-L/14's:
    a trained text encoder gives the UNet conditioning in which colour, background and style words
    are separate; a frozen random encoder would also be injective, but text-encoder LoRA would then
@@ -86,8 +86,8 @@ class Recipe:
 
     @classmethod
     def quick(cls) -> Recipe:
-        return cls(clip_images=32, clip_steps=3, clip_batch=16, clip_robust_steps=2, vae_images=8, vae_steps=2, vae_batch=4,
-                   unet_images=32, unet_steps=3, unet_batch=8)
+        return cls(clip_images=32, clip_steps=3, clip_batch=16, clip_robust_steps=2, vae_images=8, vae_steps=2,
+                   vae_batch=4, unet_images=32, unet_steps=3, unet_batch=8)
 
 
 # ---------------------------------------------------------------- configs (SD-1.5 layout, toy size)
@@ -180,6 +180,48 @@ def clip_world(recipe: Recipe):
     return world_images(recipe.clip_images, world.WORLD_STYLES, recipe.seed + 11)
 
 
+def _attribute_heads(scs, sts, dim: int):
+    """Each image's shape, colour, background and style index, and a fresh linear head per attribute."""
+    import torch
+
+    labels = {
+        "shape": torch.tensor([world.SHAPES.index(s.shape) for s in scs]),
+        "colour": torch.tensor([world.COLOUR_NAMES.index(s.colour) for s in scs]),
+        "background": torch.tensor([world.COLOUR_NAMES.index(s.background) for s in scs]),
+        "style": torch.tensor([world.WORLD_STYLES.index(s) for s in sts]),
+    }
+    return labels, torch.nn.ModuleDict({k: torch.nn.Linear(dim, int(v.max()) + 1) for k, v in labels.items()})
+
+
+def _clip_loss(raw, txt, scale, caps: list[str], idx: list[int], labels, heads, recipe: Recipe):
+    """Contrastive loss of image embeddings `raw` against normalised text embeddings `txt` (equal
+    captions are positives of each other), plus the attribute heads' cross-entropy."""
+    import torch
+    import torch.nn.functional as F
+
+    img = F.normalize(raw, dim=-1)
+    logits = scale * img @ txt.T
+    same = torch.tensor([[a == b for b in caps] for a in caps], dtype=torch.float32)
+    target = same / same.sum(1, keepdim=True)
+    # an image is also a positive of every caption it satisfies exactly (same caption text)
+    loss = 0.5 * (-(target * logits.log_softmax(1)).sum(1).mean() - (target * logits.log_softmax(0)).sum(0).mean())
+    if recipe.clip_aux or recipe.clip_aux_shape:
+        at = torch.tensor(idx)
+        weight = {"shape": recipe.clip_aux_shape}
+        loss = loss + sum(weight.get(k, recipe.clip_aux) * F.cross_entropy(h(raw), labels[k][at]) for k, h in heads.items())
+    return loss
+
+
+def _optimizer_step(opt, loss, params) -> None:
+    """Backward, clip the gradients' norm to 1, step."""
+    import torch
+
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+
+
 def train_clip(recipe: Recipe, tokenizer, log):
     import torch
     import torch.nn.functional as F
@@ -192,14 +234,7 @@ def train_clip(recipe: Recipe, tokenizer, log):
     # Auxiliary heads: a linear classifier per attribute on the image embedding, trained with it and
     # then dropped. Contrastive loss alone learns colour and style in a few hundred steps but shape
     # barely at all (colour explains most of a batch's captions); the heads give shape its gradient.
-    labels = {
-        "shape": torch.tensor([world.SHAPES.index(s.shape) for s in scs]),
-        "colour": torch.tensor([world.COLOUR_NAMES.index(s.colour) for s in scs]),
-        "background": torch.tensor([world.COLOUR_NAMES.index(s.background) for s in scs]),
-        "style": torch.tensor([world.WORLD_STYLES.index(s) for s in sts]),
-    }
-    dim = model.config.projection_dim
-    heads = torch.nn.ModuleDict({k: torch.nn.Linear(dim, int(v.max()) + 1) for k, v in labels.items()})
+    labels, heads = _attribute_heads(scs, sts, model.config.projection_dim)
     params = list(model.parameters()) + list(heads.parameters())
     opt = torch.optim.AdamW(params, lr=recipe.clip_lr, weight_decay=0.05, betas=(0.9, 0.98))
     rng = random.Random(recipe.seed)
@@ -215,22 +250,10 @@ def train_clip(recipe: Recipe, tokenizer, log):
         if rng.random() < 0.5:
             pix = pix.flip(-1)  # left-right: no attribute of the world depends on it
         raw = image_embeds(model, pix)
-        img = F.normalize(raw, dim=-1)
         txt = F.normalize(text_embeds(model, tok.input_ids, tok.attention_mask), dim=-1)
         scale = model.logit_scale.exp().clamp(max=100)
-        logits = scale * img @ txt.T
-        same = torch.tensor([[a == b for b in caps] for a in caps], dtype=torch.float32)
-        target = same / same.sum(1, keepdim=True)
-        # an image is also a positive of every caption it satisfies exactly (same caption text)
-        loss = 0.5 * (-(target * logits.log_softmax(1)).sum(1).mean() - (target * logits.log_softmax(0)).sum(0).mean())
-        if recipe.clip_aux or recipe.clip_aux_shape:
-            at = torch.tensor(idx)
-            weight = {"shape": recipe.clip_aux_shape}
-            loss = loss + sum(weight.get(k, recipe.clip_aux) * F.cross_entropy(h(raw), labels[k][at]) for k, h in heads.items())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        loss = _clip_loss(raw, txt, scale, caps, idx, labels, heads, recipe)
+        _optimizer_step(opt, loss, params)
         if step % 50 == 0 or step == recipe.clip_steps - 1:
             log(f"clip {step:5d}/{recipe.clip_steps} loss {loss.item():.3f} scale {scale.item():.1f} {time.time() - t0:.0f}s")
     model.eval()
@@ -277,7 +300,7 @@ def robust_vision(model, recipe: Recipe, tokenizer, arr, scs, sts, log) -> None:
     `clip_robust_steps`, with `clip_robust_share` of each batch's images softened (`soften`), so
     that the CLIP reads a picture's style from its palette, outlines, texture and layout rather
     than from pixel-exact sharpness. Every generated picture is softer than the data (the VAE's
-    reconstructions of pixel art lose its 4 px cells), and before this the probe called half of
+    reconstructions of pixel art lose its 4 px cells), and before this the probe called 40 % of
     the VAE's own pixel-art reconstructions "plain". The text tower, its projection and the
     temperature stay frozen: the base's text encoder is that tower, so it is unchanged
     bit for bit."""
@@ -285,15 +308,8 @@ def robust_vision(model, recipe: Recipe, tokenizer, arr, scs, sts, log) -> None:
     import torch.nn.functional as F
 
     pixels_all = clip_pixels(arr)
-    labels = {
-        "shape": torch.tensor([world.SHAPES.index(s.shape) for s in scs]),
-        "colour": torch.tensor([world.COLOUR_NAMES.index(s.colour) for s in scs]),
-        "background": torch.tensor([world.COLOUR_NAMES.index(s.background) for s in scs]),
-        "style": torch.tensor([world.WORLD_STYLES.index(s) for s in sts]),
-    }
     torch.manual_seed(recipe.seed + 5)
-    dim = model.config.projection_dim
-    heads = torch.nn.ModuleDict({k: torch.nn.Linear(dim, int(v.max()) + 1) for k, v in labels.items()})
+    labels, heads = _attribute_heads(scs, sts, model.config.projection_dim)
     model.requires_grad_(False)
     tower = list(model.vision_model.parameters()) + list(model.visual_projection.parameters())
     for p in tower:
@@ -316,20 +332,10 @@ def robust_vision(model, recipe: Recipe, tokenizer, arr, scs, sts, log) -> None:
         if soft:
             pix = torch.cat([soften(pix[:soft], rng), pix[soft:]])
         raw = image_embeds(model, pix)
-        img = F.normalize(raw, dim=-1)
         with torch.no_grad():
             txt = F.normalize(text_embeds(model, tok.input_ids, tok.attention_mask), dim=-1)
-        logits = model.logit_scale.exp().clamp(max=100) * img @ txt.T
-        same = torch.tensor([[a == b for b in caps] for a in caps], dtype=torch.float32)
-        target = same / same.sum(1, keepdim=True)
-        loss = 0.5 * (-(target * logits.log_softmax(1)).sum(1).mean() - (target * logits.log_softmax(0)).sum(0).mean())
-        at = torch.tensor(idx)
-        weight = {"shape": recipe.clip_aux_shape}
-        loss = loss + sum(weight.get(k, recipe.clip_aux) * F.cross_entropy(h(raw), labels[k][at]) for k, h in heads.items())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        loss = _clip_loss(raw, txt, model.logit_scale.exp().clamp(max=100), caps, idx, labels, heads, recipe)
+        _optimizer_step(opt, loss, params)
         if step % 50 == 0 or step == recipe.clip_robust_steps - 1:
             log(f"clip robust {step:5d}/{recipe.clip_robust_steps} loss {loss.item():.3f} {time.time() - t0:.0f}s")
     model.requires_grad_(True)
@@ -553,7 +559,7 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _save(module, path: Path, name: str, half: bool = False) -> dict:
+def _save(module, path: Path, half: bool = False) -> dict:
     """Write `module`'s weights as safetensors; `half` stores floats as float16 (the UNet, to keep the
     package within its size budget; loading upcasts them into the float32 modules)."""
     from safetensors.torch import save_file
@@ -561,7 +567,9 @@ def _save(module, path: Path, name: str, half: bool = False) -> dict:
     state = {k: (v.half() if half and v.is_floating_point() else v).detach().contiguous().clone()
              for k, v in module.state_dict().items()}
     tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata={"format": "pt", "styler": f"tiny world {name}"})
+    # one metadata key: safetensors writes a metadata map in no fixed order, so with two keys the
+    # same tensors gave files of different sha256 from run to run
+    save_file(state, str(tmp), metadata={"format": "pt"})
     os.chmod(tmp, 0o644)
     os.replace(tmp, path)
     return {"file": path.name, "sha256": sha256(path), "bytes": path.stat().st_size,
@@ -653,11 +661,11 @@ def pretrain(out: str | os.PathLike, recipe: Recipe | None = None, log=print, re
         arr, scs, sts = clip_world(recipe)
         robust_vision(clip, recipe, tokenizer, arr, scs, sts, log)
         figures["clip_robust_seconds"] = round(time.time() - t)
-        files["clip"] = {**_save(clip, out / "clip.safetensors", "clip"), "text_sha256": text_sha256(clip)}
+        files["clip"] = {**_save(clip, out / "clip.safetensors"), "text_sha256": text_sha256(clip)}
     else:
         clip = train_clip(recipe, tokenizer, log)
         figures["clip_seconds"] = round(time.time() - t)
-        files["clip"] = {**_save(clip, out / "clip.safetensors", "clip"), "text_sha256": text_sha256(clip)}
+        files["clip"] = {**_save(clip, out / "clip.safetensors"), "text_sha256": text_sha256(clip)}
     figures["clip_zero_shot"] = asdict(zero_shot(clip, tokenizer, n_per_style=figures_n))
     figures["clip_zero_shot_softened"] = asdict(zero_shot(clip, tokenizer, n_per_style=figures_n, softened=True))
     log(f"clip zero-shot {figures['clip_zero_shot']}, on softened images {figures['clip_zero_shot_softened']}")
@@ -675,7 +683,7 @@ def pretrain(out: str | os.PathLike, recipe: Recipe | None = None, log=print, re
         vae = train_vae(recipe, log)
         figures["vae_seconds"] = round(time.time() - t)
         figures["vae_scaling_factor"] = float(vae.config.scaling_factor)
-        files["vae"] = _save(vae, out / "vae.safetensors", "vae")
+        files["vae"] = _save(vae, out / "vae.safetensors")
     vae.requires_grad_(False)
     figures["vae_psnr"] = vae_psnr(vae, n=figures_n)
     log(f"vae psnr {figures['vae_psnr']} scaling {figures['vae_scaling_factor']:.4f}")
@@ -691,7 +699,7 @@ def pretrain(out: str | os.PathLike, recipe: Recipe | None = None, log=print, re
     else:
         unet = train_unet(recipe, vae, text_encoder, tokenizer, log)
         figures["unet_seconds"] = round(time.time() - t)
-        files["unet"] = _save(unet, out / "unet.safetensors", "unet", half=True)
+        files["unet"] = _save(unet, out / "unet.safetensors", half=True)
 
     manifest = {
         "name": "styler tiny world",
