@@ -257,6 +257,7 @@ def train_clip(recipe: Recipe, tokenizer, log):
         if step % 50 == 0 or step == recipe.clip_steps - 1:
             log(f"clip {step:5d}/{recipe.clip_steps} loss {loss.item():.3f} scale {scale.item():.1f} {time.time() - t0:.0f}s")
     model.eval()
+    del pixels_all  # robust_vision makes its own (0.8 GB at the recipe's size): not two at once
     if recipe.clip_robust_steps:
         robust_vision(model, recipe, tokenizer, arr, scs, sts, log)
     return model
