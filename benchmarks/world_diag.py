@@ -1,7 +1,9 @@
 """Where do the tiny world's probe misses come from? The style probe (fitted on 96-image world
 datasets of the five styles) reads (1) the shipped VAE's reconstructions of each style, the
 ceiling for any LoRA, and (2) the base's own images for plain captions and for captions carrying
-each style's trigger and words (about a minute on 2 cores).
+each style's trigger and words, and whether those images still have the prompted colours (the
+tiny CLIP picks the shape's colour and the background's among the world's colours; 1–4 minutes
+on 2 cores).
 
     .venv/bin/python benchmarks/world_diag.py [--n 48] [--weights OUT]
 """
@@ -32,8 +34,11 @@ def main(argv=None) -> int:
         if not (tiny.WEIGHTS / "manifest.json").is_file():
             ap.error(f"--weights {args.weights}: no manifest.json there; give the OUT folder of styler.models.pretrain")
 
+    import numpy as np
     import torch
+    import torch.nn.functional as F
     from PIL import Image
+    from transformers import CLIPTokenizer
 
     from registry import Registry
     from styler.data.library import synth_dataset
@@ -44,10 +49,27 @@ def main(argv=None) -> int:
     from styler.eval.run import dataset_images, output_images
     from styler.generate.engine import Session
     from styler.generate.service import Request, generate
-    from styler.models.pretrain import _to_pixels
+    from styler.models.pretrain import _to_pixels, text_embeds
 
     reg = Registry()
-    feats = ClipFeatures.open(resolve_clip("tiny"))
+    ref = resolve_clip("tiny")
+    feats = ClipFeatures.open(ref)
+    tok = CLIPTokenizer.from_pretrained(str(ref.path))
+
+    def texts(prompts):
+        with torch.no_grad():
+            t = tok(prompts, padding=True, return_tensors="pt")
+            return F.normalize(text_embeds(feats.model, t.input_ids, t.attention_mask), dim=-1)
+
+    shape_colour = torch.stack([F.normalize(texts([f"{world._article(c)} {c} {sh}" for sh in world.SHAPES]).mean(0), dim=0)
+                                for c in world.COLOUR_NAMES])
+    background = texts([f"on {world._article(c)} {c} background" for c in world.COLOUR_NAMES])
+
+    def colours(images, scenes_) -> str:
+        e = F.normalize(feats.image_embeddings(images).float(), dim=-1)
+        fg = np.mean([world.COLOUR_NAMES[k] == sc.colour for k, sc in zip((e @ shape_colour.T).argmax(1).tolist(), scenes_)])
+        bg = np.mean([world.COLOUR_NAMES[k] == sc.background for k, sc in zip((e @ background.T).argmax(1).tolist(), scenes_)])
+        return f"prompted colours: shape {fg:.0%}, background {bg:.0%}"
     for s in world.STYLES:
         synth_dataset(f"d/{s}", kind=f"world-{s}", registry=reg, **{**DATA, "n": 96})
     probe = fit_probe({f"d/{s}": feats.image_embeddings(dataset_images(f"d/{s}", reg)[1]) for s in world.STYLES})
@@ -68,13 +90,16 @@ def main(argv=None) -> int:
         print(f"  {'':<12} reconstructions: {shares([Image.fromarray(a) for a in rec])}", flush=True)
     print("2. the base's own images (no adapter), as the probe reads them")
     scenes = world.scenes(args.n, seed=777)
-    for s in ("plain",) + tuple(STYLES):
+    rows = [("plain captions", lambda sc: sc.caption())]
+    for s, (trigger, _) in STYLES.items():
+        rows.append((f"{s}'s trigger and words", lambda sc, s=s, trigger=trigger: world.caption(sc, s, trigger=trigger)))
+    rows.append(("plain captions led by pixel's trigger", lambda sc: f"{STYLES['pixel'][0]}, {sc.caption()}"))
+    for words, prompt_of in rows:
         outs = []
         for i, sc in enumerate(scenes):
-            prompt = world.caption(sc, s, trigger=STYLES[s][0] if s in STYLES else None)
-            outs += generate(Request(prompt=prompt, seed=i, n=1, **GEN), registry=reg, session=session)
-        words = "plain captions" if s == "plain" else f"{s}'s trigger and words"
-        print(f"  {words:<32} {shares(output_images(outs, reg))}", flush=True)
+            outs += generate(Request(prompt=prompt_of(sc), seed=i, n=1, **GEN), registry=reg, session=session)
+        images = output_images(outs, reg)
+        print(f"  {words:<38} {shares(images)}; {colours(images, scenes)}", flush=True)
     return 0
 
 
