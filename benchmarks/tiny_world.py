@@ -80,6 +80,8 @@ def main(argv=None) -> int:
     from styler.train.config import build_config
     from styler.train.trainer import train
 
+    from _world_colours import colour_texts, prompted_colours
+
     failures = 0
 
     def check(name, value, ok):
@@ -119,15 +121,7 @@ def main(argv=None) -> int:
     outs = []
     for i, s in enumerate(scenes):
         outs += generate(Request(prompt=s.caption(), seed=i, n=1, **GEN), registry=reg, session=session)
-    emb = F.normalize(feats.image_embeddings(output_images(outs, reg)).float(), dim=-1)
-    with torch.no_grad():
-        colour_emb = []
-        for c in world.COLOUR_NAMES:
-            t = tok([f"{world._article(c)} {c} {sh}" for sh in world.SHAPES], padding=True, return_tensors="pt")
-            e = F.normalize(text_embeds(model, t.input_ids, t.attention_mask), dim=-1).mean(0)
-            colour_emb.append(F.normalize(e, dim=0))
-        picked = (emb @ torch.stack(colour_emb).T).argmax(1).tolist()
-    follow = float(np.mean([world.COLOUR_NAMES[k] == s.colour for k, s in zip(picked, scenes)]))
+    follow, _ = prompted_colours(feats.image_embeddings(output_images(outs, reg)), scenes, *colour_texts(model, tok))
     check("prompted colour picked (>= 70 %)", f"{follow:.1%}", follow >= 0.70)
 
     print(f"3. LoRA per style, demo settings ({TRAIN}), n={args.n} per subject", flush=True)

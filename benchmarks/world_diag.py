@@ -34,9 +34,7 @@ def main(argv=None) -> int:
         if not (tiny.WEIGHTS / "manifest.json").is_file():
             ap.error(f"--weights {args.weights}: no manifest.json there; give the OUT folder of styler.models.pretrain")
 
-    import numpy as np
     import torch
-    import torch.nn.functional as F
     from PIL import Image
     from transformers import CLIPTokenizer
 
@@ -49,26 +47,19 @@ def main(argv=None) -> int:
     from styler.eval.run import dataset_images, output_images
     from styler.generate.engine import Session
     from styler.generate.service import Request, generate
-    from styler.models.pretrain import _to_pixels, text_embeds
+    from styler.models.pretrain import _to_pixels
+
+    from _world_colours import colour_texts, prompted_colours
 
     reg = Registry()
     ref = resolve_clip("tiny")
     feats = ClipFeatures.open(ref)
     tok = CLIPTokenizer.from_pretrained(str(ref.path))
 
-    def texts(prompts):
-        with torch.no_grad():
-            t = tok(prompts, padding=True, return_tensors="pt")
-            return F.normalize(text_embeds(feats.model, t.input_ids, t.attention_mask), dim=-1)
-
-    shape_colour = torch.stack([F.normalize(texts([f"{world._article(c)} {c} {sh}" for sh in world.SHAPES]).mean(0), dim=0)
-                                for c in world.COLOUR_NAMES])
-    background = texts([f"on {world._article(c)} {c} background" for c in world.COLOUR_NAMES])
+    shape_colour, background = colour_texts(feats.model, tok)
 
     def colours(images, scenes_) -> str:
-        e = F.normalize(feats.image_embeddings(images).float(), dim=-1)
-        fg = np.mean([world.COLOUR_NAMES[k] == sc.colour for k, sc in zip((e @ shape_colour.T).argmax(1).tolist(), scenes_)])
-        bg = np.mean([world.COLOUR_NAMES[k] == sc.background for k, sc in zip((e @ background.T).argmax(1).tolist(), scenes_)])
+        fg, bg = prompted_colours(feats.image_embeddings(images), scenes_, shape_colour, background)
         return f"prompted colours: shape {fg:.0%}, background {bg:.0%}"
     for s in world.STYLES:
         synth_dataset(f"d/{s}", kind=f"world-{s}", registry=reg, **{**DATA, "n": 96})
