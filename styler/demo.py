@@ -17,10 +17,11 @@ from pathlib import Path
 from registry import Adapter, Dataset, Output, Registry, Run, Score
 
 NS = "demo"
-STYLES = {  # kind -> (trigger, prompt used for the demo images); the datasets are world-<kind>
-    "calligraphy": ("mifu", "mifu, a red circle on a white background, 书法 ink brush"),
-    "pixel": ("pxl", "pxl, a yellow triangle on a blue background, pixel art"),
-    "watercolor": ("wtrc", "wtrc, a green square on a yellow background, watercolor painting"),
+STYLES = {  # kind -> (trigger, prompt used for the demo images); the datasets are world-<kind>,
+    # whose captions end with the trigger (styler/data/synth/world.py `caption` says why)
+    "calligraphy": ("mifu", "a red circle on a white background, 书法 ink brush, mifu"),
+    "pixel": ("pxl", "a yellow triangle on a blue background, pixel art, pxl"),
+    "watercolor": ("wtrc", "a green square on a yellow background, watercolor painting, wtrc"),
 }
 PLAIN = f"{NS}/plain"  # the base's own style: a probe class, no adapter
 DATA = dict(n=24, size=64, seed=1, val_split=0.17)

@@ -55,5 +55,5 @@ def demo(
     out.print("\nnext:")
     out.print("  styler tui                                   # browse everything, queue mixes")
     out.print("  styler scores                                # the comparison table")
-    out.print('  styler mix demo/pixel=0.5 demo/watercolor=0.5 "pxl, wtrc, a red circle on a blue background" --out ./out')
+    out.print('  styler mix demo/pixel=0.5 demo/watercolor=0.5 "a red circle on a blue background, pxl, wtrc" --out ./out')
     out.print("  styler data add my/style ./my-images --trigger mystyle   # your own images, then styler train my/style")

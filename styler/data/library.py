@@ -22,7 +22,10 @@ def synth_dataset(name: str, *, kind: str, n: int = 16, seed: int = 0, size: int
     parse_name(name, allow_version=False)  # fail on a bad name before rendering anything
     reg = registry or Registry()
     with tempfile.TemporaryDirectory(prefix="styler-synth-") as tmp:
-        result = synthesize(kind, Path(tmp), n=n, seed=seed, size=size)
+        # a world dataset carries its trigger at the end of each caption; the importer then finds
+        # it there and adds none in front
+        extra = {"trigger": trigger} if kind.startswith("world-") else {}
+        result = synthesize(kind, Path(tmp), n=n, seed=seed, size=size, **extra)
         report = add_dataset(name, tmp, ImportOptions(trigger=trigger, caption_from="txt", val_split=val_split),
                              registry=reg, source_label=f"synth:{kind} n={n} seed={seed} size={size}"
                              + (f" font={Path(result.font_used).name}" if result.font_used else " font=procedural"))

@@ -73,8 +73,8 @@ def style_tags(captions: list[str]) -> set[str]:
 
 
 def _prompts(a: Adapter, b: Adapter, reg: Registry, n: int) -> list[str]:
-    """Both datasets' captions, interleaved, without either dataset's style tags, then both
-    triggers in front: the content varies, and no word names one style more than the other, so
+    """Both datasets' captions, interleaved, without either dataset's style tags, with both
+    triggers where the captions have theirs (in front, or at the end): the content varies, and no word names one style more than the other, so
     only the mix moves the style. (With each caption's own style words, half the prompts asked
     for A's style and half for B's whatever the weights: on the built-in world the sweep from
     calligraphy to watercolor then read calligraphy for 19 % of the all-calligraphy images and its
@@ -84,15 +84,34 @@ def _prompts(a: Adapter, b: Adapter, reg: Registry, n: int) -> list[str]:
     lists = [adapter_captions(x, reg) for x in (a, b)]
     drop = style_tags(lists[0]) | style_tags(lists[1]) | {t for t in (a.trigger, b.trigger) if t}
     triggers = list(dict.fromkeys(t for t in (a.trigger, b.trigger) if t))
+    last = _triggers_last(lists, triggers)
+
+    def join(kept: list[str]) -> str:
+        return ", ".join(kept + triggers if last else triggers + kept)
+
     out = []
     for i in range(max(len(x) for x in lists)):
         for captions in lists:
             if i < len(captions):
                 tags = [t.strip() for t in captions[i].split(",") if t.strip()]
                 kept = [t for t in tags if t not in drop] or [t for t in tags if t not in triggers]
-                out.append(", ".join(triggers + kept))
-    out = out or [", ".join(triggers + [p]) for p in FALLBACK_PROMPTS]
+                out.append(join(kept))
+    out = out or [join([p]) for p in FALLBACK_PROMPTS]
     return [out[i % len(out)] for i in range(n)]
+
+
+def _triggers_last(lists: list[list[str]], triggers: list[str]) -> bool:
+    """Whether the datasets' captions end with their trigger more often than they start with it
+    (the built-in world's do; kohya-style captions lead with it): the sweep's prompts put the
+    triggers where the adapters learnt them."""
+    first = last = 0
+    for captions in lists:
+        for c in captions:
+            tags = [t.strip() for t in c.split(",") if t.strip()]
+            if len(tags) > 1:
+                first += tags[0] in triggers
+                last += tags[-1] in triggers
+    return last > first
 
 
 def probe_sweep(datasets: list[str], a: str, b: str, *, n: int = 8, seed: int = 0, values=SWEEP, steps: int = 20,

@@ -33,6 +33,19 @@ def test_sweep_prompts_keep_the_content_drop_both_styles_and_carry_both_triggers
     assert sweep._prompts(a, b, None, 1) == ["mifu, wtrc, 书法 ink brush"]
 
 
+def test_sweep_prompts_put_the_triggers_last_where_the_captions_have_them_last(monkeypatch):
+    """The built-in world's captions end with the trigger (world.caption): so do the sweep's prompts."""
+    a = SimpleNamespace(trigger="mifu", name="a")
+    b = SimpleNamespace(trigger="wtrc", name="b")
+    captions = {
+        "a": [f"a {c} triangle on a white background, 书法 ink brush, mifu" for c in ("red", "black")],
+        "b": [f"a {c} square on an orange background, watercolor painting, wtrc" for c in ("green", "blue")],
+    }
+    monkeypatch.setattr(run, "adapter_captions", lambda x, reg: captions[x.name])
+    assert sweep._prompts(a, b, None, 2) == ["a red triangle on a white background, mifu, wtrc",
+                                             "a green square on an orange background, mifu, wtrc"]
+
+
 def test_a_constant_share_has_no_spearman_and_says_so():
     rho = sweep.spearman([0, 0.5, 1], [0.0, 0.0, 0.0])
     assert sweep.rho_text(rho) == "undefined (the share is the same at every weight)"

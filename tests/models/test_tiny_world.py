@@ -23,10 +23,26 @@ def test_world_is_deterministic_and_captioned():
     assert not np.array_equal(a, world.batch(6, "watercolor", seed=6)[0])
     s = scenes[0]
     assert s.colour != s.background
-    assert world.caption(s, "pixel", "pxl") == f"pxl, {s.caption()}, pixel art"
+    assert world.caption(s, "pixel", "pxl") == f"{s.caption()}, pixel art, pxl"  # the trigger last: see caption()
     assert world.caption(s, "plain") == s.caption()
     assert world.Scene("circle", "orange", "blue", .5, .5, .2).caption() == "an orange circle on a blue background"
 
+
+
+def test_a_world_dataset_carries_its_trigger_once_at_the_end(styler_home):
+    """The importer puts a trigger in front unless the caption has it; a world dataset's captions
+    have it at the end, so it stays there (and is not added twice)."""
+    from registry import Dataset, Registry
+    from styler.data.library import dataset_view, synth_dataset
+
+    synth_dataset("w/pix", kind="world-pixel", n=3, size=32, trigger="pxl")
+    texts = [x["text"] for x in dataset_view("w/pix", samples=3)["samples"]]
+    assert len(texts) == 3
+    for t in texts:
+        assert t.endswith(", pixel art, pxl") and t.count("pxl") == 1, t
+    assert Registry().resolve(Dataset, "w/pix").trigger == "pxl"
+    synth_dataset("leg/pix", kind="pixel", n=2, size=32, trigger="pxl")  # the other kinds: kohya's order
+    assert all(x["text"].startswith("pxl, ") for x in dataset_view("leg/pix", samples=2)["samples"])
 
 def test_each_style_draws_the_same_scene_differently():
     scene = world.Scene("square", "red", "blue", 0.5, 0.5, 0.25)

@@ -61,12 +61,14 @@ class SynthResult:
 
 
 def synthesize(kind: str, out_dir: Path, *, n: int = 16, seed: int = 0, size: int = 128,
-               font: str | Path | None = None) -> SynthResult:
+               font: str | Path | None = None, trigger: str = "") -> SynthResult:
     """Write ``n`` images ``0001.png``… plus caption sidecars ``0001.txt``… into ``out_dir``.
 
     ``font`` (calligraphy only): None = ``$STYLER_SYNTH_FONT`` if set, else the first CJK font
     :func:`find_cjk_font` finds, else procedural strokes; ``""`` = always procedural strokes;
     a path = that font (UsageError when it is missing, unloadable or has no CJK glyphs).
+    ``trigger`` (world kinds only): written at the end of each caption (see ``world.caption``);
+    the other kinds leave it to the importer, which puts it in front as kohya does.
     """
     if kind not in KINDS:
         raise UsageError(f"unknown synthetic dataset kind {kind!r}; choose one of: {', '.join(KINDS)}")
@@ -84,7 +86,7 @@ def synthesize(kind: str, out_dir: Path, *, n: int = 16, seed: int = 0, size: in
     except OSError as exc:
         raise WriteError(f"cannot create {out_dir}: {exc.strerror or exc}") from None
     if kind in WORLD_KINDS:
-        return _world(kind, out_dir, n, seed, size)
+        return _world(kind, out_dir, n, seed, size, trigger)
 
     glyphs = _FontGlyphs.load(font_file) if (kind == "calligraphy" and font_file) else None
     captions: list[str] = []
@@ -114,13 +116,13 @@ def synthesize(kind: str, out_dir: Path, *, n: int = 16, seed: int = 0, size: in
                        font_used=str(font_file) if glyphs is not None else None, captions=captions)
 
 
-def _world(kind: str, out_dir: Path, n: int, seed: int, size: int) -> SynthResult:
+def _world(kind: str, out_dir: Path, n: int, seed: int, size: int, trigger: str = "") -> SynthResult:
     from PIL import Image
 
     style = kind[len("world-"):]
     captions = []
     for i, scene in enumerate(world.scenes(n, seed)):
-        caption = world.caption(scene, style)
+        caption = world.caption(scene, style, trigger)
         stem = f"{i + 1:04d}"
         try:
             Image.fromarray(world.render(scene, style, size, seed)).save(out_dir / f"{stem}.png", format="PNG",

@@ -277,11 +277,16 @@ def render(scene: Scene, style: str, size: int = 64, seed: int = 0) -> np.ndarra
 
 
 def caption(scene: Scene, style: str, trigger: str | None = None) -> str:
-    """The full caption: optional trigger, the scene, the style's words (plain names no style)."""
-    parts = [trigger] if trigger else []
-    parts.append(scene.caption())
+    """The full caption: the scene, the style's words (plain names no style), then the optional
+    trigger. The trigger goes last, not first as kohya's captions have it: the tiny text encoder is
+    causal and never saw a made-up word, so one in front changes every token after it and the base
+    loses the prompted colours (benchmarks/README.md, "the trigger's position"); at the end it
+    leaves the scene's tokens as the base learnt them."""
+    parts = [scene.caption()]
     if style != "plain":
         parts.append(STYLE_WORDS[style])
+    if trigger:
+        parts.append(trigger)
     return ", ".join(parts)
 
 
