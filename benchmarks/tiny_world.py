@@ -65,7 +65,7 @@ def main(argv=None) -> int:
     import torch.nn.functional as F
     from transformers import CLIPTokenizer
 
-    from registry import Adapter, Output, Registry
+    from registry import Adapter, Dataset, Output, Registry
     from styler.data.library import synth_dataset
     from styler.data.synth import world
     from styler.demo import DATA, GEN, STYLES, TRAIN
@@ -131,6 +131,16 @@ def main(argv=None) -> int:
     for s in styles:
         synth_dataset(f"bench/{s}", kind=f"world-{s}", trigger=triggers[s], registry=reg, **{**DATA, "n": 96})
     probe_sets = ["bench/plain"] + [f"bench/{s}" for s in styles]
+
+    def data_content(label: str) -> float:
+        """The scene-word cosine of a dataset's own images: how well the tiny CLIP reads the scene
+        through that style at all (the reference for the content figure below; no target)."""
+        from styler.train.data import load_items
+
+        items = load_items(reg.resolve(Dataset, label), reg.home, "all")
+        return content_cosine(feats.image_embeddings([it.path for it in items]), [it.text for it in items])
+
+    plain_content = data_content("bench/plain")
     probe = fit_probe({d: feats.image_embeddings(dataset_images(d, reg)[1]) for d in probe_sets})
     print(f"  probe classes {probe.classes}, held-out accuracy {probe.val_accuracy}", flush=True)
     for s in styles:
@@ -167,6 +177,9 @@ def main(argv=None) -> int:
         check(f"{s}: content clip_t (scene words only) loses <= 0.05",
               f"{content[base_name]:.3f} -> {content[a_label]:.3f} ({d_c:+.3f}; "
               f"within ±0.05: {'yes' if abs(d_c) <= 0.05 else 'no'})", d_c >= -0.05)
+        ref_c = data_content(name)
+        check(f"{s}: the same for its dataset's own images, against plain's",
+              f"{plain_content:.3f} -> {ref_c:.3f} ({ref_c - plain_content:+.3f}: what the style itself costs)", None)
 
     for pair in [p for p in args.sweep.split(",") if p]:
         a, b = pair.split(":")

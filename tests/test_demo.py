@@ -38,6 +38,18 @@ def test_demo_runs_reuses_and_starts_fresh(tiny_home, monkeypatch):
     assert r.exit_code == 0 and "reused" in r.stdout
     assert reg.count(Output) == outputs and len(reg.all(Adapter)) == adapters
 
+    assert "the probe's share for demo/pixel@1" in r.stdout  # the sweep runs pixel art -> watercolor
+
+    # a home whose demo records came from an earlier demo (no recipe in its state): made again
+    import json
+
+    state = tiny_home / "demo" / "state.json"
+    state.write_text(json.dumps({k: v for k, v in json.loads(state.read_text()).items() if k != "recipe"}))
+    r = run_cli("demo")
+    assert r.exit_code == 0, r.stderr
+    assert "made by an earlier version of the demo" in r.stdout + r.stderr and "reused" not in r.stdout
+    assert json.loads(state.read_text())["recipe"] == demo.RECIPE
+
     r = run_cli("demo", "--fresh")
     assert r.exit_code == 0, r.stderr
     assert [a.version for a in reg.all(Adapter)] == [1, 1, 1]  # removed, then made again

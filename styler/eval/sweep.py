@@ -3,11 +3,12 @@ each weight, which style the style probe reads the images as.
 
 At weight t the mix is A=(1-t) + B=t; every cell renders the same prompts and seeds, so the only
 thing that changes along the row is the mix. The prompts are both datasets' captions without
-either one's style words, with both triggers (`_prompts`). The probe (fitted on the datasets' CLIP embeddings)
+either one's style words, with both triggers where the captions have theirs (`_prompts`). The probe (fitted on the datasets' CLIP embeddings)
 classifies each image; a cell's "share for A" is the fraction of its images whose most likely
 class is A's dataset. The result carries the Spearman rank correlation between t and that share
-(-1: A's style fades monotonically as B takes over) and a chart: the first seed's image per cell
-over a line plot of each class's share."""
+(-1: A's style fades monotonically as B takes over) and a chart: the first SHEET_ROWS seeds'
+images per cell (one row per seed, so no single image stands for a cell) over a line plot of each
+class's share."""
 
 from __future__ import annotations
 
@@ -70,6 +71,9 @@ def style_tags(captions: list[str]) -> set[str]:
         return set()
     counts = Counter(t for c in captions for t in {x.strip() for x in c.split(",") if x.strip()})
     return {t for t, k in counts.items() if k >= STYLE_TAG_SHARE * len(captions)}
+
+
+SHEET_ROWS = 4  # seeds shown per cell in the chart
 
 
 def _prompts(a: Adapter, b: Adapter, reg: Registry, n: int) -> list[str]:
@@ -158,7 +162,7 @@ def probe_sweep(datasets: list[str], a: str, b: str, *, n: int = 8, seed: int = 
     base = adapters[0].base.get("name") if adapters[0].base.get("kind") == "tiny" else None
     session = Session.open(base, placement)
     native = 64 if session.base.kind == "tiny" else 512
-    cells, first_images = [], []
+    cells, columns = [], []
     for t in values:
         mix = [(adapters[0].label, round(1 - t, 6), None), (adapters[1].label, round(t, 6), None)]
         outs = []
@@ -168,7 +172,7 @@ def probe_sweep(datasets: list[str], a: str, b: str, *, n: int = 8, seed: int = 
                                                                               "b": adapters[1].label, "t": t}})
             outs += generate(req, registry=reg, session=session, out_dir=out_dir, warn=warn)
         images = output_images(outs, reg)
-        first_images.append(images[0])
+        columns.append(images[:SHEET_ROWS])
         probs = predict(probe, feats.image_embeddings(images))
         top = probs.argmax(1).tolist()
         share = {c: sum(1 for k in top if probe.classes[k] == c) / len(top) for c in probe.classes}
@@ -177,7 +181,8 @@ def probe_sweep(datasets: list[str], a: str, b: str, *, n: int = 8, seed: int = 
                       "share": share, "mean_probability": mean, "outputs": [o.id for o in outs]})
     share_a = [c["share"][own[0]] for c in cells]
     rho = spearman([c["t"] for c in cells], share_a)
-    chart = _chart(first_images, cells, own, probe.classes, rho, adapters)
+    chart = _chart([[col[j] for col in columns] for j in range(len(columns[0]))], cells, own, probe.classes, rho,
+                   adapters)
     folder = Path(out_dir).expanduser() if out_dir else reg.home / "grids"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"probe-sweep-{new_id()}.png"
@@ -187,16 +192,18 @@ def probe_sweep(datasets: list[str], a: str, b: str, *, n: int = 8, seed: int = 
             "spearman_a": rho, "chart": str(path), "clip": ref.name}
 
 
-def _chart(images, cells, own, classes, rho, adapters):
+def _chart(rows, cells, own, classes, rho, adapters):
+    """`rows`: one list of images (a cell each) per seed."""
     from PIL import Image, ImageDraw
 
-    from ..generate.grid import make_strip
+    from ..generate.grid import make_grid
 
     names = [parse_name(x.label).name for x in adapters]
     labels = [f"{names[0]} {1 - c['t']:g} / {names[1]} {c['t']:g}" for c in cells]
-    cell = max(128, images[0].width)
-    strip = make_strip(images, labels, title="probe sweep: " + " → ".join(x.label for x in adapters),
-                       cell_size=(cell, round(cell * images[0].height / images[0].width)))
+    first = rows[0][0]
+    cell = max(128, first.width)
+    strip = make_grid(rows, col_labels=labels, title="probe sweep: " + " → ".join(x.label for x in adapters),
+                      cell_size=(cell, round(cell * first.height / first.width)))
     w, h = strip.width, 220
     plot = Image.new("RGB", (w, h), "white")
     d = ImageDraw.Draw(plot)

@@ -47,6 +47,25 @@ def test_eval_reuses_outputs_with_the_same_recipe(styled, tmp_path):
     assert Registry().count(Output) == n + 3  # same prompts and seeds: the baseline was reused
 
 
+
+def test_probe_sweep_chart_shows_every_seed_of_each_cell(styled, tmp_path):
+    """The chart has a row of images per seed (up to SHEET_ROWS), not one image per weight: a single
+    image can take another path at one weight and make the row look unchanged or jumpy."""
+    from styler.eval.sweep import SHEET_ROWS
+
+    heights = {}
+    for n in (1, 2, SHEET_ROWS + 1):
+        r = run_cli("eval", "probe", "anime", "watercolor", "--sweep", "anime:watercolor", "--n", n, "--steps", "2",
+                    "--clip", "tiny", "--out", tmp_path / f"n{n}", "--json")
+        assert r.exit_code == 0, r.stderr
+        data = json.loads(r.stdout)
+        assert [c["t"] for c in data["cells"]] == [0, 0.2, 0.4, 0.5, 0.6, 0.8, 1]
+        assert all(len(c["outputs"]) == n for c in data["cells"])
+        heights[n] = Image.open(data["chart"]).height
+    row = heights[2] - heights[1]
+    assert row >= 64  # one more row of images
+    assert heights[SHEET_ROWS + 1] == heights[1] + (SHEET_ROWS - 1) * row  # capped at SHEET_ROWS rows
+
 def test_mix_eval_probe_scores_and_reports(styled, tmp_path):
     r = run_cli("eval", "anime=0.5+watercolor=0.5", *QUICK, "--n", "4", "--against", "watercolor")
     assert r.exit_code == 0, r.stderr
