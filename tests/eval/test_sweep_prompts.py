@@ -15,14 +15,25 @@ def test_style_tags_are_the_tags_nearly_every_caption_has():
     assert sweep.style_tags(captions[:1]) == set()  # one caption says nothing about what is constant
 
 
-def test_sweep_prompts_keep_the_content_drop_both_styles_and_carry_both_triggers(monkeypatch):
+def _two_adapters(monkeypatch, trigger_last: bool):
+    """Adapters a (mifu, calligraphy) and b (wtrc, watercolor) whose datasets' captions have the
+    trigger in front, or at the end; returns them and the captions (which the test may change)."""
     a = SimpleNamespace(trigger="mifu", name="a")
     b = SimpleNamespace(trigger="wtrc", name="b")
+
+    def cap(trigger, body):
+        return f"{body}, {trigger}" if trigger_last else f"{trigger}, {body}"
+
     captions = {
-        "a": [f"mifu, a {c} triangle on a white background, 书法 ink brush" for c in ("red", "black")],
-        "b": [f"wtrc, a {c} square on an orange background, watercolor painting" for c in ("green", "blue")],
+        "a": [cap("mifu", f"a {c} triangle on a white background, 书法 ink brush") for c in ("red", "black")],
+        "b": [cap("wtrc", f"a {c} square on an orange background, watercolor painting") for c in ("green", "blue")],
     }
     monkeypatch.setattr(run, "adapter_captions", lambda x, reg: captions[x.name])
+    return a, b, captions
+
+
+def test_sweep_prompts_keep_the_content_drop_both_styles_and_carry_both_triggers(monkeypatch):
+    a, b, captions = _two_adapters(monkeypatch, trigger_last=False)
     prompts = sweep._prompts(a, b, None, 5)
     assert prompts == ["mifu, wtrc, a red triangle on a white background",
                        "mifu, wtrc, a green square on an orange background",
@@ -35,13 +46,7 @@ def test_sweep_prompts_keep_the_content_drop_both_styles_and_carry_both_triggers
 
 def test_sweep_prompts_put_the_triggers_last_where_the_captions_have_them_last(monkeypatch):
     """The built-in world's captions end with the trigger (world.caption): so do the sweep's prompts."""
-    a = SimpleNamespace(trigger="mifu", name="a")
-    b = SimpleNamespace(trigger="wtrc", name="b")
-    captions = {
-        "a": [f"a {c} triangle on a white background, 书法 ink brush, mifu" for c in ("red", "black")],
-        "b": [f"a {c} square on an orange background, watercolor painting, wtrc" for c in ("green", "blue")],
-    }
-    monkeypatch.setattr(run, "adapter_captions", lambda x, reg: captions[x.name])
+    a, b, _ = _two_adapters(monkeypatch, trigger_last=True)
     assert sweep._prompts(a, b, None, 2) == ["a red triangle on a white background, mifu, wtrc",
                                              "a green square on an orange background, mifu, wtrc"]
 
