@@ -2,13 +2,13 @@
 each weight, which style the style probe reads the images as.
 
 At weight t the mix is A=(1-t) + B=t; every cell renders the same prompts and seeds, so the only
-thing that changes along the row is the mix. The prompts are both datasets' captions without
-either one's style words, with both triggers where the captions have theirs (`_prompts`). The probe (fitted on the datasets' CLIP embeddings)
-classifies each image; a cell's "share for A" is the fraction of its images whose most likely
-class is A's dataset. The result carries the Spearman rank correlation between t and that share
-(-1: A's style fades monotonically as B takes over) and a chart: the first SHEET_ROWS seeds'
-images per cell (one row per seed, so no single image stands for a cell) over a line plot of each
-class's share."""
+thing that changes along the row is the mix. The prompts are both datasets' captions without either
+one's style words, with both triggers where the captions have theirs (`_prompts`). The probe
+(fitted on the datasets' CLIP embeddings) classifies each image; a cell's "share for A" is the
+fraction of its images whose most likely class is A's dataset. The result carries the Spearman rank
+correlation between t and that share (-1: A's style fades monotonically as B takes over) and a
+chart: the first SHEET_ROWS seeds' images per cell (one row per seed, so no single image stands for
+a cell) over a line plot of each class's share."""
 
 from __future__ import annotations
 
@@ -77,12 +77,13 @@ SHEET_ROWS = 4  # seeds shown per cell in the chart
 
 
 def _prompts(a: Adapter, b: Adapter, reg: Registry, n: int) -> list[str]:
-    """Both datasets' captions, interleaved, without either dataset's style tags, with both
-    triggers where the captions have theirs (in front, or at the end): the content varies, and no word names one style more than the other, so
-    only the mix moves the style. (With each caption's own style words, half the prompts asked
-    for A's style and half for B's whatever the weights: on the built-in world the sweep from
-    calligraphy to watercolor then read calligraphy for 19 % of the all-calligraphy images and its
-    Spearman was -0.28; without them, -0.98.) A caption that is all style tags keeps its style words."""
+    """Both datasets' captions, interleaved, without either dataset's style tags, with both triggers
+    where the captions have theirs (in front, or at the end): the content varies, and no word names
+    one style more than the other, so only the mix moves the style. (With each caption's own style
+    words, half the prompts asked for A's style and half for B's whatever the weights: on the
+    built-in world the sweep from calligraphy to watercolor then read calligraphy for 19 % of the
+    all-calligraphy images and its Spearman was -0.28; without them, -0.98.) A caption that is all
+    style tags keeps its style words."""
     from .run import FALLBACK_PROMPTS, adapter_captions
 
     lists = [adapter_captions(x, reg) for x in (a, b)]
