@@ -86,7 +86,7 @@ def synth(
     n: Annotated[int, typer.Option("--n", help="Number of images.")] = 16,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same images).")] = 0,
     size: Annotated[int, typer.Option(help="Image size in pixels.")] = 64,
-    trigger: Annotated[str, typer.Option(help="Trigger word put first in every caption.")] = "",
+    trigger: Annotated[str, typer.Option(help="Trigger word in every caption: first, as kohya puts it; last for the world-* kinds (the tiny base reads a leading made-up word badly).")] = "",
     val_split: Annotated[float, typer.Option(help="Fraction held out for validation.")] = 0.0,
     as_json: Json = False,
 ) -> None:
