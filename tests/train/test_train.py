@@ -380,3 +380,24 @@ def test_missing_logger_package_is_named(calli, monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "tensorboard" else real(name, *a))
     r = run_cli("train", calli, *FAST, "--steps", "1", "--log-with", "tensorboard")
     assert r.exit_code == 2 and "pip install tensorboard" in r.stderr
+
+
+def test_adamw_is_fused_on_the_cpu_and_cuda_only(calli, monkeypatch):
+    """The training loop's AdamW is torch's fused one where every parameter is on the CPU or CUDA
+    (one kernel over all tensors; benchmarks/adamw_fused.py measures it), the default elsewhere."""
+    from styler.train.trainer import adamw_options
+
+    cpu = [{"params": [torch.zeros(2, requires_grad=True)]}]
+    assert adamw_options(cpu) == {"fused": True}
+    assert adamw_options([{"params": [torch.zeros(2, device="meta")]}]) == {}
+    made = []
+    real = torch.optim.AdamW
+
+    def spy(*args, **kwargs):
+        made.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "AdamW", spy)
+    r = run_cli("train", calli, *FAST, "--steps", "2", "--name", "fused")
+    assert r.exit_code == 0, r.stderr
+    assert made and made[0].get("fused") is True
