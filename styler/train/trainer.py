@@ -74,14 +74,14 @@ def loss_weights(sched, t, gamma: float):
     return weight
 
 
-
-def adamw_options(groups) -> dict:
+def adamw_options(groups: list[dict]) -> dict:
     """torch's fused AdamW where every parameter is on the CPU or a CUDA device: one kernel over
     all the adapter's tensors instead of a loop over them (on the tiny base with the demo's LoRA
     settings, a whole run takes 0.88-0.97 of the time; benchmarks/adamw_fused.py). Elsewhere (MPS,
     XLA) the default implementation."""
-    devices = {p.device.type for g in groups for p in (g["params"] if isinstance(g, dict) else [g])}
+    devices = {p.device.type for g in groups for p in g["params"]}
     return {"fused": True} if devices and devices <= {"cpu", "cuda"} else {}
+
 
 def _sample_generator(cfg: TrainConfig, step: int, pos: int):
     """A sample's own generator: its stream position is unique, so batch 2 and batch 1 × accum 2

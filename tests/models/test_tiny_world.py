@@ -28,7 +28,6 @@ def test_world_is_deterministic_and_captioned():
     assert world.Scene("circle", "orange", "blue", .5, .5, .2).caption() == "an orange circle on a blue background"
 
 
-
 def test_a_world_dataset_carries_its_trigger_once_at_the_end(styler_home):
     """The importer puts a trigger in front unless the caption has it; a world dataset's captions
     have it at the end, so it stays there (and is not added twice)."""
@@ -43,6 +42,7 @@ def test_a_world_dataset_carries_its_trigger_once_at_the_end(styler_home):
     assert Registry().resolve(Dataset, "w/pix").trigger == "pxl"
     synth_dataset("leg/pix", kind="pixel", n=2, size=32, trigger="pxl")  # the other kinds: kohya's order
     assert all(x["text"].startswith("pxl, ") for x in dataset_view("leg/pix", samples=2)["samples"])
+
 
 def test_each_style_draws_the_same_scene_differently():
     scene = world.Scene("square", "red", "blue", 0.5, 0.5, 0.25)
