@@ -213,6 +213,13 @@ def validate(cfg: TrainConfig) -> None:
             raise UsageError(message)
 
     need(cfg.method in METHODS, f"unknown --method {cfg.method!r}; use one of {', '.join(METHODS)}")
+    if cfg.name:  # here, not when the adapter is registered at the end of a finished run
+        from registry import InvalidName, parse_name
+
+        try:
+            parse_name(cfg.name, allow_version=False)
+        except InvalidName as exc:
+            raise UsageError(f"--name: {exc.message}") from None
     need(cfg.rank > 0, f"--rank must be > 0 (got {cfg.rank}); 4–32 is usual for styles")
     need(cfg.alpha is None or _positive(cfg.alpha), f"--alpha must be > 0 and finite (got {cfg.alpha}); it defaults to --rank")
     need(_positive(cfg.lr), f"--lr must be > 0 and finite (got {cfg.lr:g}); 1e-4 is usual for LoRA")

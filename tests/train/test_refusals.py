@@ -128,3 +128,16 @@ def test_a_textual_inversion_token_that_is_a_whole_word_is_refused(calli, styler
     assert cap.err.strip() == (f"error: --token {token!r} is already a word of the tokenizer ({entry!r} in its "
                                f"vocabulary); choose a new one, e.g. <{token}>")
     assert Registry().all(Run) == [] and tree(styler_home / "runs") == []
+
+
+@pytest.mark.parametrize("name", ["a/b/c", "Bad Name"])
+def test_a_bad_adapter_name_is_refused_before_training(calli, styler_home, name):
+    """The name is checked with the other options, so a queued job (the worker calls `train`
+    directly, not the CLI) fails at once instead of after a whole run, when the adapter is registered."""
+    from styler.errors import UsageError
+    from styler.train.config import build_config
+
+    with pytest.raises(UsageError, match=r"^--name: invalid name"):
+        build_config(dataset=calli, base="tiny", steps=1, name=name)
+    r = run_cli("train", calli, "--base", "tiny", "--resolution", "32", "--steps", "1", "--name", name)
+    _refused(r, "invalid name", styler_home)
