@@ -12,6 +12,7 @@ import typer
 from typer.core import TyperGroup
 
 from .common import BatchOpt, DeviceOpt, DtypeOpt, escape, note, out, placement, print_json, registry, warn
+from .generate_cmd import Sched
 
 
 class _DefaultRun(TyperGroup):
@@ -39,6 +40,7 @@ def run(
     clip: Annotated[Optional[str], typer.Option(help="CLIP model: HF repo id in the cache, a folder, or tiny.")] = None,
     steps: Annotated[int, typer.Option(help="Sampling steps.")] = 20,
     guidance: Annotated[float, typer.Option(help="CFG scale.")] = 7.5,
+    scheduler: Sched = "ddim",
     base: Annotated[Optional[str], typer.Option(help="Base model.")] = None,
     content: Annotated[Optional[Path], typer.Option(help="Score style transfer instead: a content image or a folder of them.")] = None,
     strength: Annotated[float, typer.Option(help="With --content: transfer strength.")] = 0.6,
@@ -55,10 +57,12 @@ def run(
     where = placement(device, dtype)
     if content is not None:
         result = evaluate_transfer(subject, content, strength=strength, seed=seed, prompt=prompt, clip=clip,
-                                   steps=steps, guidance=guidance, base=base, warn=warn, placement=where)
+                                   steps=steps, guidance=guidance, base=base, warn=warn, placement=where,
+                                   scheduler=scheduler)
     else:
         result = evaluate(subject, prompts_file=prompts, n=n, seed=seed, metrics=metrics, against=against, clip=clip,
-                          steps=steps, guidance=guidance, base=base, batch=batch, warn=warn, placement=where)
+                          steps=steps, guidance=guidance, base=base, batch=batch, warn=warn, placement=where,
+                          scheduler=scheduler)
     if as_json:
         print_json(result)
         return
@@ -76,6 +80,8 @@ def probe(
     n: Annotated[int, typer.Option("--n", help="With --sweep: images per weight (same prompts and seeds in every cell).")] = 8,
     seed: Annotated[int, typer.Option(help="With --sweep: the first seed (then seed+1, ...).")] = 0,
     steps: Annotated[int, typer.Option(help="With --sweep: sampling steps.")] = 20,
+    guidance: Annotated[float, typer.Option(help="With --sweep: CFG scale.")] = 7.5,
+    scheduler: Annotated[str, typer.Option("--scheduler", help="With --sweep: the sampler (as for `styler generate`).")] = "ddim",
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="With --sweep: folder for the images and the chart (default: the registry's).")] = None,
     clip: Annotated[Optional[str], typer.Option(help="CLIP model: HF repo id in the cache, a folder, or tiny.")] = None,
     device: DeviceOpt = None,
@@ -91,13 +97,13 @@ def probe(
         from ..eval.sweep import parse_sweep, probe_sweep, rho_text
 
         a, b = parse_sweep(sweep)
-        result = probe_sweep(datasets, a, b, n=n, seed=seed, steps=steps, clip=clip, out_dir=out_dir, warn=warn,
-                             placement=placement(device, dtype))
+        result = probe_sweep(datasets, a, b, n=n, seed=seed, steps=steps, guidance=guidance, scheduler=scheduler,
+                             clip=clip, out_dir=out_dir, warn=warn, placement=placement(device, dtype))
         if as_json:
             print_json(result)
             return
-        out.print(f"probe sweep {escape(result['a'])} → {escape(result['b'])} ({n} images per weight; probe held-out "
-                  f"accuracy {result['probe_val_accuracy'] if result['probe_val_accuracy'] is not None else 'n/a'})")
+        out.print(f"probe sweep {escape(result['a'])} → {escape(result['b'])} ({n} images per weight, {steps} "
+                  f"{escape(scheduler)} steps at CFG {guidance:g}; probe held-out accuracy {result['probe_val_accuracy'] if result['probe_val_accuracy'] is not None else 'n/a'})")
         for c in result["cells"]:
             shares = "  ".join(f"{escape(k)} {v:.2f}" for k, v in c["share"].items())
             out.print(f"  B weight {c['t']:<4g} {shares}")

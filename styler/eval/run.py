@@ -130,6 +130,15 @@ def _clip_fallback(subject: Subject, base: str | None) -> str | None:
     return default_clip_for(kinds)
 
 
+def check_scheduler(name: str) -> None:
+    """The sampler the images render with (the names of `styler generate --scheduler`); checked
+    before anything renders, and recorded in each score's protocol."""
+    from ..generate.engine import SCHEDULERS
+
+    if name not in SCHEDULERS:
+        raise UsageError(f"unknown --scheduler {name!r}; use one of {', '.join(SCHEDULERS)}")
+
+
 def read_prompts(path: str | Path) -> list[str]:
     from ..data.captions import read_utf8
 
@@ -234,7 +243,7 @@ def content_files(path: str | Path) -> list[Path]:
 
 def evaluate_transfer(text: str, content: str | Path, *, strength: float = 0.6, seed: int = 0, prompt: str | None = None,
                       clip: str | None = None, steps: int = 20, guidance: float = 7.5, base: str | None = None,
-                      registry: Registry | None = None, warn=None, placement=None) -> dict:
+                      registry: Registry | None = None, warn=None, placement=None, scheduler: str = "ddim") -> dict:
     """Style transfer scores: content_sim and ssim for the subject and the baseline (the same
     transfer without adapters), and style_strength = (1 − cs_subject) / (1 − cs_baseline)."""
     import math
@@ -245,6 +254,7 @@ def evaluate_transfer(text: str, content: str | Path, *, strength: float = 0.6, 
 
     warn = warn or (lambda m: None)
     reg = registry or Registry()
+    check_scheduler(scheduler)
     subject = parse_subject(text, reg)
     if subject.kind == "baseline":
         raise UsageError("transfer scores compare an adapter or a mix with the baseline; name an adapter or a mix")
@@ -258,7 +268,7 @@ def evaluate_transfer(text: str, content: str | Path, *, strength: float = 0.6, 
 
     placement = placement or resolve_placement()
     session = Session.open(base, placement)
-    settings = {"steps": steps, "guidance": guidance, "scheduler": "ddim"}
+    settings = {"steps": steps, "guidance": guidance, "scheduler": scheduler}
     features = ClipFeatures.open(clip_ref, placement=placement)
     from ..data.images import load_image
 
@@ -267,7 +277,7 @@ def evaluate_transfer(text: str, content: str | Path, *, strength: float = 0.6, 
     content_emb = features.image_embeddings(content_images)
     protocol = {"clip": {"name": clip_ref.name, "hash": clip_ref.hash, "meaningful": clip_ref.meaningful,
                          "world": clip_ref.world, **features.placement.as_dict()}, **placement.as_dict(), "n": len(files), "strength": strength, "prompt": prompt, "seeds": [seeds[0], seeds[-1]], "steps": steps,
-                "guidance": guidance, "base": session.identity, "transfer": True}
+                "guidance": guidance, "scheduler": scheduler, "base": session.identity, "transfer": True}
     sims, results, subject_outs, outputs = {}, {}, [], {}
     for subj in (subject, Subject("baseline", "baseline (transfer)")):
         outs = render_set(subj, [prompt] * len(files), seeds, settings, reg, session, warn, contents=files,
@@ -378,7 +388,8 @@ def dataset_images(label: str, reg: Registry):
 def evaluate(text: str, *, prompts_file=None, n: int = 8, seed: int = 0, metrics: str | None = None,
              against: str | None = None, clip: str | None = None, steps: int = 20, guidance: float = 7.5,
              size: int | None = None, base: str | None = None, batch: int = 1, registry: Registry | None = None,
-             warn=None, placement=None, prompts: list[str] | None = None, seeds: list[int] | None = None) -> dict:
+             warn=None, placement=None, prompts: list[str] | None = None, seeds: list[int] | None = None,
+             scheduler: str = "ddim") -> dict:
     """Score a subject and the baseline; returns {subject name: {metric: value}} plus the protocol.
     Images render and CLIP runs on `placement` (default: resolve_placement()). `prompts` (instead of
     a file) and `seeds` (one per image, instead of seed, seed + 1, …; n is their number) let a caller
@@ -399,6 +410,7 @@ def evaluate(text: str, *, prompts_file=None, n: int = 8, seed: int = 0, metrics
         n = len(seeds)
     if n < 1:
         raise UsageError(f"--n {n}: evaluate at least one image")
+    check_scheduler(scheduler)
     chosen = M.parse_metrics(metrics) if metrics else list(DEFAULT_METRICS)
     explicit = metrics is not None
     subject = parse_subject(text, reg)
@@ -424,7 +436,7 @@ def evaluate(text: str, *, prompts_file=None, n: int = 8, seed: int = 0, metrics
     seeds = seeds if chosen_seeds else [seed + i for i in range(n)]
     session = Session.open(base, placement)
     side = size or (64 if session.base.kind == "tiny" else 512)
-    settings = {"steps": steps, "guidance": guidance, "width": side, "height": side, "scheduler": "ddim"}
+    settings = {"steps": steps, "guidance": guidance, "width": side, "height": side, "scheduler": scheduler}
     from ..generate.service import check_size
 
     check_size(Request(prompt="-", **settings), session.pipe)
@@ -434,7 +446,7 @@ def evaluate(text: str, *, prompts_file=None, n: int = 8, seed: int = 0, metrics
     protocol = {"clip": {"name": clip_ref.name, "hash": clip_ref.hash, "meaningful": clip_ref.meaningful,
                          "world": clip_ref.world, **features.placement.as_dict()}, **placement.as_dict(),
                 "n": n, "seeds": [seeds[0], seeds[-1]], "prompts_sha256": hashlib.sha256("\n".join(plist).encode()).hexdigest(),
-                "steps": steps, "guidance": guidance, "size": side, "scheduler": "ddim", "resize": "shorter side to the CLIP input, center crop",
+                "steps": steps, "guidance": guidance, "size": side, "scheduler": scheduler, "resize": "shorter side to the CLIP input, center crop",
                 "base": session.identity, **({"seed_list": seeds} if chosen_seeds else {})}
     if "legibility" in chosen:
         from .legibility import OCR_SIDE, engine_version

@@ -121,15 +121,16 @@ def _triggers_last(lists: list[list[str]], triggers: list[str]) -> bool:
 
 def probe_sweep(datasets: list[str], a: str, b: str, *, n: int = 8, seed: int = 0, values=SWEEP, steps: int = 20,
                 guidance: float = 7.5, clip: str | None = None, registry: Registry | None = None,
-                out_dir: str | Path | None = None, warn=None, placement=None) -> dict:
+                out_dir: str | Path | None = None, warn=None, placement=None, scheduler: str = "ddim") -> dict:
     from ..device import resolve_placement
     from ..generate.engine import Session
     from ..generate.service import Request, check_out_dir, generate
     from .features import ClipFeatures, resolve_clip
     from .probe import fit_probe, predict
-    from .run import dataset_images, output_images
+    from .run import check_scheduler, dataset_images, output_images
 
     reg = registry or Registry()
+    check_scheduler(scheduler)
     if len(datasets) < 2:
         raise UsageError("the probe needs at least two datasets (one per style) to tell apart")
     if n < 1:
@@ -169,7 +170,7 @@ def probe_sweep(datasets: list[str], a: str, b: str, *, n: int = 8, seed: int = 
         outs = []
         for i, prompt in enumerate(prompts):
             req = Request(prompt=prompt, seed=seed + i, n=1, steps=steps, guidance=guidance, width=native,
-                          height=native, adapters=mix, extra={"probe_sweep": {"a": adapters[0].label,
+                          height=native, scheduler=scheduler, adapters=mix, extra={"probe_sweep": {"a": adapters[0].label,
                                                                               "b": adapters[1].label, "t": t}})
             outs += generate(req, registry=reg, session=session, out_dir=out_dir, warn=warn)
         images = output_images(outs, reg)
@@ -189,7 +190,8 @@ def probe_sweep(datasets: list[str], a: str, b: str, *, n: int = 8, seed: int = 
     path = folder / f"probe-sweep-{new_id()}.png"
     chart.save(path, format="PNG")
     return {"a": adapters[0].label, "b": adapters[1].label, "classes": probe.classes, "a_class": own[0],
-            "b_class": own[1], "probe_val_accuracy": probe.val_accuracy, "n": n, "cells": cells,
+            "b_class": own[1], "probe_val_accuracy": probe.val_accuracy, "n": n, "steps": steps,
+            "guidance": guidance, "scheduler": scheduler, "cells": cells,
             "spearman_a": rho, "chart": str(path), "clip": ref.name}
 
 

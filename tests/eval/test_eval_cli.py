@@ -243,3 +243,42 @@ def test_the_tiny_clip_is_the_default_for_adapters_of_the_tiny_base(styled):
     assert r.exit_code == 0, r.stderr
     clip = json.loads(r.stdout)["protocol"]["clip"]
     assert clip["name"] == "clip-tiny" and clip["world"] is True
+
+
+def test_eval_and_the_probe_sweep_render_with_the_sampler_asked_for(styled, tmp_path):
+    """`--scheduler` (the names of `styler generate`) reaches every image and the protocol; the
+    sweep also takes `--guidance`. Another sampler is another recipe: nothing is reused across."""
+    assert run_cli("eval", "anime", *QUICK, "--n", "2").exit_code == 0
+    ddim = {o.id for o in Registry().all(Output)}
+    r = run_cli("eval", "anime", *QUICK, "--n", "2", "--scheduler", "euler-a", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["protocol"]["scheduler"] == "euler-a"
+    new = [o for o in Registry().all(Output) if o.id not in ddim]
+    assert len(new) == 4 and {o.scheduler for o in new} == {"euler-a"}  # the adapter's 2 and the baseline's 2
+    assert {s.protocol["scheduler"] for s in _scores("anime@1").values()} == {"euler-a"}
+    old = {(o.prompt, o.seed, bool(o.adapters)): o.blob for o in Registry().all(Output) if o.id in ddim}
+    assert any(old[(o.prompt, o.seed, bool(o.adapters))] != o.blob for o in new)  # other pictures
+    before = Registry().count(Output)
+    r = run_cli("eval", "probe", "anime", "watercolor", "--sweep", "anime:watercolor", "--n", "1", "--steps", "2",
+                "--scheduler", "euler", "--guidance", "3", "--clip", "tiny", "--out", tmp_path, "--json")
+    assert r.exit_code == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert (data["scheduler"], data["guidance"], data["steps"]) == ("euler", 3.0, 2)
+    outs = [Registry().get(Output, i) for c in data["cells"] for i in c["outputs"]]
+    assert len(outs) == 7 and {(o.scheduler, o.guidance) for o in outs} == {("euler", 3.0)}
+    assert Registry().count(Output) == before + 7
+
+
+@pytest.mark.parametrize("args", [
+    ["eval", "anime", *QUICK, "--n", "2", "--scheduler", "k_euler"],
+    ["eval", "anime", *QUICK, "--content", "nowhere.png", "--scheduler", "k_euler"],
+    ["eval", "probe", "anime", "watercolor", "--sweep", "anime:watercolor", "--n", "1", "--steps", "2",
+     "--clip", "tiny", "--scheduler", "k_euler"],
+])
+def test_an_unknown_sampler_is_refused_before_anything_renders(styled, args):
+    r = run_cli(*args)
+    assert r.exit_code == 2, (r.stdout, r.stderr)
+    line = r.stderr.strip().splitlines()[-1]
+    assert line == "error: unknown --scheduler 'k_euler'; use one of ddim, euler, euler-a, dpm++, dpm++-karras, " \
+                   "unipc, pndm, ddpm", r.stderr
+    assert Registry().count(Output) == 0 and Registry().count(Score) == 0
