@@ -280,12 +280,12 @@ def test_queue_a_training_run_through_the_form_and_follow_it_live_in_runs(tiny_h
     def held_at_step_3(self, step, micro):  # the run stays live until the test has looked at it
         if step == 3:
             at_step_3.set()
-            gate.wait(60)
+            gate.wait(180)  # generous: under a loaded -n 2 run the checks below can take a while
         return real(self, step, micro)
 
     monkeypatch.setattr(tr.Trainer, "step_loss", held_at_step_3)
 
-    async def wait_for(pilot, ready, timeout=60.0):
+    async def wait_for(pilot, ready, timeout=180.0):  # returns as soon as ready; the worker loads torch first
         for _ in range(int(timeout / 0.2)):
             if ready():
                 return
