@@ -130,15 +130,6 @@ def _clip_fallback(subject: Subject, base: str | None) -> str | None:
     return default_clip_for(kinds)
 
 
-def check_scheduler(name: str) -> None:
-    """The sampler the images render with (the names of `styler generate --scheduler`); checked
-    before anything renders, and recorded in each score's protocol."""
-    from ..generate.engine import SCHEDULERS
-
-    if name not in SCHEDULERS:
-        raise UsageError(f"unknown --scheduler {name!r}; use one of {', '.join(SCHEDULERS)}")
-
-
 def read_prompts(path: str | Path) -> list[str]:
     from ..data.captions import read_utf8
 
@@ -254,6 +245,8 @@ def evaluate_transfer(text: str, content: str | Path, *, strength: float = 0.6, 
 
     warn = warn or (lambda m: None)
     reg = registry or Registry()
+    from ..generate.engine import check_scheduler
+
     check_scheduler(scheduler)
     subject = parse_subject(text, reg)
     if subject.kind == "baseline":
@@ -410,6 +403,8 @@ def evaluate(text: str, *, prompts_file=None, n: int = 8, seed: int = 0, metrics
         n = len(seeds)
     if n < 1:
         raise UsageError(f"--n {n}: evaluate at least one image")
+    from ..generate.engine import check_scheduler
+
     check_scheduler(scheduler)
     chosen = M.parse_metrics(metrics) if metrics else list(DEFAULT_METRICS)
     explicit = metrics is not None

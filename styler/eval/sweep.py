@@ -123,11 +123,11 @@ def probe_sweep(datasets: list[str], a: str, b: str, *, n: int = 8, seed: int = 
                 guidance: float = 7.5, clip: str | None = None, registry: Registry | None = None,
                 out_dir: str | Path | None = None, warn=None, placement=None, scheduler: str = "ddim") -> dict:
     from ..device import resolve_placement
-    from ..generate.engine import Session
+    from ..generate.engine import Session, check_scheduler
     from ..generate.service import Request, check_out_dir, generate
     from .features import ClipFeatures, resolve_clip
     from .probe import fit_probe, predict
-    from .run import check_scheduler, dataset_images, output_images
+    from .run import dataset_images, output_images
 
     reg = registry or Registry()
     check_scheduler(scheduler)
@@ -167,11 +167,10 @@ def probe_sweep(datasets: list[str], a: str, b: str, *, n: int = 8, seed: int = 
     cells, columns = [], []
     for t in values:
         mix = [(adapters[0].label, round(1 - t, 6), None), (adapters[1].label, round(t, 6), None)]
-        outs = []
+        outs, tag = [], {"probe_sweep": {"a": adapters[0].label, "b": adapters[1].label, "t": t}}
         for i, prompt in enumerate(prompts):
             req = Request(prompt=prompt, seed=seed + i, n=1, steps=steps, guidance=guidance, width=native,
-                          height=native, scheduler=scheduler, adapters=mix, extra={"probe_sweep": {"a": adapters[0].label,
-                                                                              "b": adapters[1].label, "t": t}})
+                          height=native, scheduler=scheduler, adapters=mix, extra=tag)
             outs += generate(req, registry=reg, session=session, out_dir=out_dir, warn=warn)
         images = output_images(outs, reg)
         columns.append(images[:SHEET_ROWS])

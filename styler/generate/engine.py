@@ -25,6 +25,13 @@ SCHEDULERS = {
     "pndm": ("PNDMScheduler", {}),
     "ddpm": ("DDPMScheduler", {}),
 }
+
+
+def check_scheduler(name: str) -> None:
+    """A sampler name of `--scheduler` (a key of SCHEDULERS), or one UsageError listing them; callers
+    that render later (an eval, a sweep) check it before anything renders."""
+    if name not in SCHEDULERS:
+        raise UsageError(f"unknown --scheduler {name!r}; use one of {', '.join(SCHEDULERS)}")
 MAX_SEED = 2**32 - 1
 MIN_STEPS = {"pndm": 4}  # PNDM's Runge-Kutta warm-up needs 4 steps (diffusers fails below)
 
@@ -119,8 +126,7 @@ class Session:
     def set_scheduler(self, name: str) -> None:
         import diffusers
 
-        if name not in SCHEDULERS:
-            raise UsageError(f"unknown --scheduler {name!r}; use one of {', '.join(SCHEDULERS)}")
+        check_scheduler(name)
         cls_name, extra = SCHEDULERS[name]
         self.scheduler_name = name
         cls = getattr(diffusers, cls_name)
