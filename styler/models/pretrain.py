@@ -32,9 +32,10 @@ The recipe (what ships in ``styler/models/tiny_world/``, with its figures in man
 Everything is seeded: the same code, seed and thread count give the same numbers on the same
 machine. ``python -m styler.models.pretrain OUT [--quick] [--reuse] [--threads N]`` runs it;
 ``--quick`` is a few steps of each stage (the test), ``--reuse`` keeps stages already in OUT whose
-part of the recipe is unchanged (and trains all of them again if world.py changed: the manifest
-keeps its sha256; a CLIP trained before the robustness part existed keeps its contrastive part,
-and the UNet is reused while the text tower is the same bit for bit). The whole recipe ran from
+part of the recipe is unchanged (and trains all of them again if the world draws or names
+anything otherwise: the manifest keeps a fingerprint of its pictures and words; a CLIP trained
+before the robustness part existed keeps its contrastive part, and the UNet is reused while the
+text tower is the same bit for bit). The whole recipe ran from
 scratch in 2,971 s (49.5 minutes) of 2 CPU cores on 2026-12-02 (CLIP 481 s, VAE 866 s, UNet
 1,622 s); the machines differ by up to half from day to day, so on a slow one it takes about 75
 (the manifest has each stage's seconds; on a GPU, minutes).
@@ -560,6 +561,19 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def world_fingerprint(n: int = 24) -> str:
+    """sha256 of what the stages learn from: every style's pictures of `n` fixed scenes, their
+    captions, and the world's words. Not world.py's own hash: a docstring, or the trigger's place in
+    world.caption() (which no stage uses), leaves the weights valid; a changed pixel or word does not.
+    The shipped manifest keeps it, and a test holds the code to it."""
+    h = hashlib.sha256(repr((world.SHAPES, world.COLOURS, sorted(world.STYLE_WORDS.items()), world.STYLES)).encode())
+    for i, style in enumerate(world.STYLES):
+        for scene in world.scenes(n, seed=9000 + i):
+            h.update(scene.caption().encode())
+            h.update(world.render(scene, style, SIZE, 0).tobytes())
+    return h.hexdigest()
+
+
 def _save(module, path: Path, half: bool = False) -> dict:
     """Write `module`'s weights as safetensors; `half` stores floats as float16 (the UNet, to keep the
     package within its size budget; loading upcasts them into the float32 modules)."""
@@ -612,10 +626,11 @@ def pretrain(out: str | os.PathLike, recipe: Recipe | None = None, log=print, re
     old = {}
     if reuse and (out / "manifest.json").is_file():
         old = json.loads((out / "manifest.json").read_text("utf-8"))
-    world_code = sha256(Path(world.__file__))  # the pictures every stage trains on
-    if old and old.get("world_sha256") != world_code:
-        log("reuse: the world's code (styler/data/synth/world.py) differs from the one OUT was trained on; "
-            "training every stage")
+    world_code = world_fingerprint()  # the pictures and words every stage trains on
+    if old and old.get("world_fingerprint") != world_code and not (
+            "world_fingerprint" not in old and old.get("world_sha256") == sha256(Path(world.__file__))):
+        log("reuse: the world (styler/data/synth/world.py) draws or names things otherwise than the one OUT was "
+            "trained on; training every stage")
         old = {}
 
     current_configs = {"text": TEXT, "vision": VISION, "projection_dim": PROJECTION, "unet": UNET, "vae": VAE}
@@ -640,7 +655,7 @@ def pretrain(out: str | os.PathLike, recipe: Recipe | None = None, log=print, re
     files: dict = {}
 
     def partial_manifest():
-        manifest = {"name": "styler tiny world", "recipe": asdict(recipe), "world_sha256": world_code,
+        manifest = {"name": "styler tiny world", "recipe": asdict(recipe), "world_fingerprint": world_code,
                     "configs": current_configs, "files": files, "figures": figures}  # --reuse compares configs
         (out / "manifest.json").write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", "utf-8")
 
@@ -705,7 +720,7 @@ def pretrain(out: str | os.PathLike, recipe: Recipe | None = None, log=print, re
     manifest = {
         "name": "styler tiny world",
         "recipe": asdict(recipe),
-        "world_sha256": world_code,
+        "world_fingerprint": world_code,
         "configs": {"text": TEXT, "vision": VISION, "projection_dim": PROJECTION, "unet": UNET,
                     "vae": {**VAE, "scaling_factor": figures["vae_scaling_factor"]}},
         "files": files,
