@@ -1,8 +1,9 @@
 """Effects, not only execution, on the pretrained tiny base: a LoRA trained with the demo's
 settings lowers the diffusion loss on its style (which the base never saw) and one that learned
 nothing does not; its pictures read as its style to the probe and move style_sim up, against the
-baseline on the same prompts and seeds; the base follows the colour in its prompt far more often
-than chance. These fail if training, its loss, mixing, scoring or the base's conditioning broke.
+baseline on the same prompts and seeds; a mix sweep from one LoRA to another moves the probe's
+shares from the first style to the second; the base follows the colour in its prompt far more
+often than chance. These fail if training, its loss, mixing, scoring or the base's conditioning broke.
 benchmarks/tiny_world.py measures the same effects at full size against issue 11's targets."""
 
 from __future__ import annotations
@@ -144,6 +145,26 @@ def _a_lora_moves_its_pictures_to_its_style(world_home):
         assert s[mine]["style_sim"] - s[base]["style_sim"] >= (0.2 if style == "stripes" else 0.05), (style, s)
 
 
+def _a_mix_sweep_moves_from_one_style_to_the_other(world_home, tmp_path):
+    """`styler eval probe --sweep`'s engine on two trained LoRAs: as the weight moves from stripes to
+    watercolor, the probe's share for stripes falls and watercolor's rises. It fails if a mix ignored
+    its weights (every cell the same), dropped the second adapter, or fitted the probe wrongly."""
+    from registry import Registry
+    from styler.eval.sweep import probe_sweep
+
+    sw = probe_sweep(list(SETS), "w/stripes", "w/watercolor", n=8, seed=11, steps=12, guidance=5.0, clip="tiny",
+                     registry=Registry(), out_dir=tmp_path)
+    a = [c["share"][sw["a_class"]] for c in sw["cells"]]
+    b = [c["share"][sw["b_class"]] for c in sw["cells"]]
+    # measured (2026-12-06, tiny v4, these 16-image datasets): stripes 0.75 0.62 0.38 0.38 0.25 0.25 0.12,
+    # Spearman -0.98; watercolor 0.00 0.00 0.25 0.25 0.25 0.50 0.62. With each mix's weights set to 1 the
+    # shares stay 1.00 / 0.00 in every cell (no Spearman); with the second adapter dropped watercolor
+    # ends at 0.00
+    assert a[0] >= 0.6 and a[-1] <= a[0] - 0.4, (a, b)
+    assert b[-1] >= b[0] + 0.25, (a, b)
+    assert sw["spearman_a"] is not None and sw["spearman_a"] <= -0.8, (sw["spearman_a"], a)  # nan fails too
+
+
 def _the_base_follows_the_colour_in_its_prompt(world_home):
     import torch
     import torch.nn.functional as F
@@ -177,10 +198,11 @@ def _the_base_follows_the_colour_in_its_prompt(world_home):
     assert hits >= 6, [(world.COLOUR_NAMES[k], s.colour) for k, s in zip(picked, scenes)]
 
 
-def test_the_world_shows_learning_and_measuring(world_home):
+def test_the_world_shows_learning_and_measuring(world_home, tmp_path):
     # one test, so that under pytest-xdist one worker builds the trained world (two demo-settings
     # LoRAs and a control, ~100 s) instead of each worker building its own copy at the same time
     _training_lowers_the_loss_on_the_style_and_a_lora_that_learned_nothing_does_not(world_home)
     _a_lora_that_learned_nothing_renders_as_the_baseline(world_home)
     _a_lora_moves_its_pictures_to_its_style(world_home)
+    _a_mix_sweep_moves_from_one_style_to_the_other(world_home, tmp_path)
     _the_base_follows_the_colour_in_its_prompt(world_home)
