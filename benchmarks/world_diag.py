@@ -86,13 +86,12 @@ def main(argv=None) -> int:
     for s in world.STYLES:
         arr, _ = world.batch(args.n, s, size=64, seed=555)
         with torch.no_grad():
-            rec = vae.decode(vae.encode(_to_pixels(arr)).latent_dist.mean).sample.clamp(-1, 1)
+            z = vae.encode(_to_pixels(arr)).latent_dist.mean
+            rec = vae.decode(z).sample.clamp(-1, 1)
         rec = ((rec + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
         print(f"  {s:<12} originals: {shares([Image.fromarray(a) for a in arr])}")
         print(f"  {'':<12} reconstructions: {shares([Image.fromarray(a) for a in rec])}", flush=True)
         if sigmas:
-            with torch.no_grad():
-                z = vae.encode(_to_pixels(arr)).latent_dist.mean
             g = torch.Generator().manual_seed(0)
             own, cells = probe.classes.index(f"d/{s}"), []
             for sigma in sigmas:
